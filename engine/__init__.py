@@ -1,0 +1,62 @@
+"""stepgraph.engine: build graphs, compile them, run them.
+
+The names follow LangGraph's, so a LangGraph program runs after changing its
+imports::
+
+    from stepgraph.engine import StateGraph, START, END, Send, Command
+"""
+
+from ._managed import IsLastStep, RemainingSteps
+from ._node_builder import NodeBuilder
+from ._pregel import Pregel
+from ._runtime import Runtime, StreamWriter, get_config, get_runtime, get_stream_writer
+from ._state import StateGraph
+from ._state_compile import CompiledStateGraph
+from ._types import END, START, Command, Send
+from .errors import (
+    EmptyChannelError,
+    EmptyInputError,
+    GraphBuildError,
+    GraphRecursionError,
+    GraphRunError,
+    InvalidInputError,
+    InvalidNodeReturnError,
+    InvalidUpdateError,
+)
+from stepgraph.channels import Overwrite
+
+__all__ = [
+    # building
+    "StateGraph",
+    "START",
+    "END",
+    "Send",
+    "Command",
+    "Overwrite",
+    "RemainingSteps",
+    "IsLastStep",
+    # running
+    "CompiledStateGraph",
+    "Pregel",
+    "NodeBuilder",
+    "Runtime",
+    "StreamWriter",
+    "get_config",
+    "get_runtime",
+    "get_stream_writer",
+    # errors
+    "GraphBuildError",
+    "GraphRunError",
+    "GraphRecursionError",
+    "EmptyInputError",
+    "InvalidInputError",
+    "InvalidNodeReturnError",
+    "InvalidUpdateError",
+    "EmptyChannelError",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("stepgraph.engine."):
+        _obj.__module__ = "stepgraph.engine"
+del _name, _obj

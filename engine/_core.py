@@ -1,0 +1,319 @@
+"""The superstep core: a pure state machine, no threads, no awaits, no I/O.
+
+It owns the channels, their versions and each node's versions-seen for one run at
+one namespace, and exposes the superstep in the shape of
+``graphlib.TopologicalSorter``:
+
+* ``apply_input(writes)`` applies the run's input as a barrier with no tasks;
+* ``plan()`` returns the tasks of the next superstep: one per ``Send`` written in
+  the previous step, then every node with a trigger channel whose version is newer
+  than the one the node last saw;
+* ``commit(tasks)`` is the barrier: it applies all writes in task-path order (never
+  in completion order), bumps versions, clears ephemeral channels, and when nothing
+  else would run calls ``finish()`` on the after-finish channels so deferred nodes
+  get their turn.
+
+Per-step cost is proportional to the step's work: ``plan()`` looks only at the nodes
+triggered by the channels the last barrier updated (computed during ``commit``), and
+``commit()`` touches only written channels, the ephemeral channels that hold a value,
+and the few channels whose ``consume``/``finish`` matter (listed by the Program).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from stepgraph.channels import MISSING, BaseChannel, EmptyChannelError, InvalidUpdateError
+
+from . import _ids
+from ._program import NodeSpec, Program
+from ._task import PULL, PUSH, Task
+from ._types import TASKS, Send
+
+_PUSH_TRIGGERS = ("__pregel_push",)
+_MUTABLE = (list, dict, set, bytearray)
+
+
+def _detach(value: Any) -> Any:
+    # Nodes get their own top-level containers, so `state["items"].append(x)` in a
+    # node cannot change the channel (or a sibling task's input). Nested objects
+    # are shared: copying them deeply would make every read O(state size).
+    return copy.copy(value) if isinstance(value, _MUTABLE) else value
+
+
+class Core:
+    """The channels and versions of one run, advanced one superstep at a time."""
+
+    def __init__(
+        self,
+        program: Program,
+        *,
+        namespace: str = "",
+        step: int = -1,
+        channel_values: Mapping[str, Any] | None = None,
+        versions: Mapping[str, int] | None = None,
+        versions_seen: Mapping[str, Mapping[str, int]] | None = None,
+        checkpoint_id: str | None = None,
+        new_checkpoint_id: Callable[[int], str] = _ids.checkpoint_id,
+    ) -> None:
+        self.program = program
+        self.namespace = namespace
+        self.step = step
+        self.versions: dict[str, int] = dict(versions or {})
+        self.versions_seen: dict[str, dict[str, int]] = {
+            k: dict(v) for k, v in (versions_seen or {}).items()
+        }
+        self.max_version = max(self.versions.values(), default=0)
+        self._new_id = new_checkpoint_id
+        self.checkpoint_id = checkpoint_id or new_checkpoint_id(step)
+        self.channels: dict[str, BaseChannel[Any, Any, Any]] = {}
+        self._live_clearing: set[str] = set()
+        for key, value in (channel_values or {}).items():
+            ch = self._channel(key).from_checkpoint(value)
+            self.channels[key] = ch
+            if key in program.clearing_channels and ch.is_available():
+                self._live_clearing.add(key)
+        # Nodes worth checking in the next plan(); None means "check them all",
+        # which only happens right after restoring from a checkpoint.
+        self._candidates: set[str] | None = None if channel_values else set()
+        self.updated: frozenset[str] = frozenset()
+        # The first superstep this run may not execute; the run loop sets it once
+        # the input is applied (recursion limit). Managed values read it.
+        self.stop = step + 1 + 10_000
+
+    # -- channels -----------------------------------------------------------------
+
+    def _channel(self, key: str) -> BaseChannel[Any, Any, Any]:
+        ch = self.channels.get(key)
+        if ch is None:
+            spec = self.program.channels.get(key)
+            if spec is None:
+                raise KeyError(key)
+            ch = self.channels[key] = spec.from_checkpoint(MISSING)
+        return ch
+
+    def read(self, select: Sequence[str] | str, *, detach: bool = True) -> Any:
+        """The current value of one channel, or a dict of the available ones."""
+        wrap = _detach if detach else _identity
+        if isinstance(select, str):
+            return wrap(self._channel(select).get())
+        out: dict[str, Any] = {}
+        for key in select:
+            ch = self.channels.get(key)
+            if ch is not None and ch.is_available():
+                out[key] = wrap(ch.get())
+        return out
+
+    def read_fresh(self, task: Task, select: Sequence[str] | str) -> Any:
+        """Read channels as if only ``task``'s writes so far had been applied."""
+        written: dict[str, list[Any]] = {}
+        for ch, value in task.writes:
+            if ch in self.program.channels:
+                written.setdefault(ch, []).append(value)
+        keys = [select] if isinstance(select, str) else select
+        local: dict[str, Any] = {}
+        for key in keys:
+            ch = self._channel(key)
+            if key in written:
+                ch = ch.copy()
+                ch.update(written[key])
+            if ch.is_available():
+                local[key] = ch.get()
+        if isinstance(select, str):
+            if select not in local:
+                raise EmptyChannelError(select)
+            return local[select]
+        return local
+
+    # -- planning -----------------------------------------------------------------
+
+    def plan(self) -> list[Task]:
+        """The tasks of the next superstep, PULL tasks by name, then PUSH tasks."""
+        step = self.step + 1
+        tasks: list[Task] = []
+        candidates = self.program.nodes.keys() if self._candidates is None else self._candidates
+        for name in sorted(candidates):
+            node = self.program.nodes[name]
+            triggers = self._fired_triggers(node)
+            if triggers:
+                tasks.append(self._pull_task(node, triggers, step))
+        tasks_ch = self.channels.get(TASKS)
+        if tasks_ch is not None and tasks_ch.is_available():
+            for idx, packet in enumerate(tasks_ch.get()):
+                tasks.append(self._push_task(packet, idx, step))
+        return tasks
+
+    def _fired_triggers(self, node: NodeSpec) -> tuple[str, ...]:
+        seen = self.versions_seen.get(node.name, {})
+        fired = []
+        for ch in node.triggers:
+            version = self.versions.get(ch)
+            if version is not None and version > seen.get(ch, 0):
+                c = self.channels.get(ch)
+                if c is not None and c.is_available():
+                    fired.append(ch)
+        return tuple(fired)
+
+    def _pull_task(self, node: NodeSpec, triggers: tuple[str, ...], step: int) -> Task:
+        if isinstance(node.reads, str):
+            value = self.read(node.reads)
+        else:
+            value = self.read(node.reads)
+            for key, managed in node.managed.items():
+                value[key] = managed.compute(step, self.stop)
+        tid = _ids.task_id(self.checkpoint_id, self.namespace, step, node.name, PULL, *triggers)
+        return self._make_task(node, value, triggers, (0, node.name), step, tid, PULL)
+
+    def _push_task(self, packet: Send, idx: int, step: int) -> Task:
+        node = self.program.nodes.get(packet.node)
+        if node is None:
+            known = ", ".join(sorted(n for n in self.program.nodes if not n.startswith("__")))
+            raise InvalidUpdateError(
+                TASKS,
+                reason=f"Send targets unknown node {packet.node!r} (known nodes: {known})",
+                hint="Send to one of the graph's node names",
+            )
+        tid = _ids.task_id(self.checkpoint_id, self.namespace, step, node.name, PUSH, str(idx))
+        return self._make_task(node, packet.arg, _PUSH_TRIGGERS, (1, idx), step, tid, PUSH)
+
+    def _make_task(
+        self,
+        node: NodeSpec,
+        value: Any,
+        triggers: tuple[str, ...],
+        path: tuple[Any, ...],
+        step: int,
+        tid: str,
+        kind: str,
+    ) -> Task:
+        ns = f"{node.name}:{tid}"
+        return Task(
+            id=tid,
+            node=node,
+            input=value,
+            triggers=triggers,
+            path=path,
+            step=step,
+            namespace=f"{self.namespace}|{ns}" if self.namespace else ns,
+            kind=kind,
+            reader=self.read_fresh,
+        )
+
+    # -- the barrier --------------------------------------------------------------
+
+    def apply_input(self, writes: Iterable[tuple[str, Any]]) -> frozenset[str]:
+        """Apply the run's input as a barrier with no tasks (the input checkpoint)."""
+        return self._apply((), list(writes))
+
+    def commit(self, tasks: Sequence[Task]) -> frozenset[str]:
+        """End the superstep: apply every task's writes in task-path order.
+
+        Returns the channels whose new value is available. If this raises (a channel
+        rejected the writes), the core is left part-way and must be discarded; the
+        run restarts from the last saved checkpoint.
+        """
+        ordered = sorted(tasks, key=_path_key)
+        for task in ordered:
+            if task.kind == PULL:
+                seen = self.versions_seen.setdefault(task.name, {})
+                for ch in task.triggers:
+                    seen[ch] = self.versions[ch]
+        writes = [(ch, v, t.name) for t in ordered for ch, v in t.writes]
+        return self._apply(ordered, writes)
+
+    def _apply(
+        self, tasks: Sequence[Task], writes: Sequence[tuple[Any, ...]]
+    ) -> frozenset[str]:
+        self.step += 1
+        version = self.max_version + 1
+        changed: set[str] = set()
+        consumable = self.program.consume_channels
+        if consumable:
+            for ch in {c for t in tasks for c in t.triggers if c in consumable}:
+                if self._channel(ch).consume():
+                    changed.add(ch)
+        grouped: dict[str, list[Any]] = {}
+        writers: dict[str, list[str]] = {}
+        for w in writes:
+            ch = w[0]
+            if ch in self.program.channels:
+                grouped.setdefault(ch, []).append(w[1])
+                writers.setdefault(ch, []).append(w[2] if len(w) > 2 else "__input__")
+        for ch, values in grouped.items():
+            try:
+                if self._channel(ch).update(values):
+                    changed.add(ch)
+            except InvalidUpdateError as exc:
+                raise exc.with_context(self.step, writers[ch]) from None
+        clearing = self.program.clearing_channels
+        if tasks or writes:
+            for ch in self._live_clearing - grouped.keys():
+                if self.channels[ch].update([]):
+                    changed.add(ch)
+            self._live_clearing = {
+                ch
+                for ch in self._live_clearing | (grouped.keys() & clearing)
+                if self.channels[ch].is_available()
+            }
+        updated = {ch for ch in changed if self.channels[ch].is_available()}
+        self._candidates = self._nodes_to_check(updated)
+        if tasks and not self._has_work(updated):
+            for ch in self.program.finish_channels:
+                c = self.channels.get(ch)
+                if c is not None and c.finish():
+                    changed.add(ch)
+                    if c.is_available():
+                        updated.add(ch)
+            self._candidates = self._nodes_to_check(updated)
+        for ch in changed:
+            self.versions[ch] = version
+        if changed:
+            self.max_version = version
+        self.checkpoint_id = self._new_id(self.step)
+        self.updated = frozenset(updated)
+        return self.updated
+
+    def _nodes_to_check(self, updated: Iterable[str]) -> set[str]:
+        t2n = self.program.trigger_to_nodes
+        out: set[str] = set()
+        for ch in updated:
+            nodes = t2n.get(ch)
+            if nodes:
+                out.update(nodes)
+        return out
+
+    def _has_work(self, updated: set[str]) -> bool:
+        if TASKS in updated:
+            return True
+        # Versions are not bumped yet, so compare against the pending version.
+        pending = self.max_version + 1
+        for name in self._candidates or ():
+            node = self.program.nodes[name]
+            seen = self.versions_seen.get(name, {})
+            for ch in node.triggers:
+                v = pending if ch in updated else self.versions.get(ch)
+                if v is not None and v > seen.get(ch, 0) and self.channels[ch].is_available():
+                    return True
+        return False
+
+    # -- snapshots ----------------------------------------------------------------
+
+    def checkpoint_values(self) -> dict[str, Any]:
+        """Every persistent channel's checkpoint value (O(channels): on demand only)."""
+        out: dict[str, Any] = {}
+        for key, ch in self.channels.items():
+            if ch.persistent:
+                value = ch.checkpoint()
+                if value is not MISSING:
+                    out[key] = value
+        return out
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _path_key(task: Task) -> tuple[Any, ...]:
+    return task.path

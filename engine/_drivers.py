@@ -1,0 +1,154 @@
+"""The two drivers: thin loops over ``RunLoop`` that differ only in how they wait.
+
+The sync driver runs a superstep's tasks on a ``concurrent.futures.Executor`` (a
+thread pool bounded by ``max_concurrency`` unless one is injected) and the async
+driver runs them as asyncio tasks (sync nodes in worker threads). Both collect
+completions and stream chunks from one queue, so chunks reach the caller while
+tasks are still running, in the order they were produced.
+
+A superstep with one task and no live stream mode runs inline in the calling
+thread: no hand-off, which is most of a sequential graph's cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any
+
+from ._loop import Chunk, RunLoop
+from ._runner import run_async, run_sync
+from ._task import Task
+
+
+class _Done:
+    __slots__ = ("task", "error")
+
+    def __init__(self, task: Task, error: BaseException | None) -> None:
+        self.task = task
+        self.error = error
+
+
+def _flush(loop: RunLoop) -> Iterator[Chunk]:
+    out = loop.out
+    while out:
+        yield out.popleft()
+
+
+def _live(loop: RunLoop) -> bool:
+    # Chunks produced inside tasks must reach the caller while the tasks run.
+    return loop.subgraphs or "custom" in loop.modes
+
+
+def _worker(task: Task, loop: RunLoop, put: Callable[[Any], None]) -> None:
+    try:
+        run_sync(task, loop)
+    except BaseException as exc:  # noqa: BLE001 - every failure is reported to the loop
+        put(_Done(task, exc))
+    else:
+        put(_Done(task, None))
+
+
+def drive_sync(
+    loop: RunLoop, input: Any, executor: Executor | None, max_concurrency: int | None
+) -> Iterator[Chunk]:
+    """Run ``loop`` to the end in this thread, yielding stream chunks as they come."""
+    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    loop.ts_sink = events.put
+    owned: ThreadPoolExecutor | None = None
+    try:
+        loop.start(input)
+        yield from _flush(loop)
+        while tasks := loop.tick():
+            yield from _flush(loop)
+            if len(tasks) == 1 and not _live(loop):
+                _worker(tasks[0], loop, events.put)
+                remaining = 1
+            else:
+                if executor is None:
+                    executor = owned = ThreadPoolExecutor(
+                        max_workers=max_concurrency, thread_name_prefix="stepgraph"
+                    )
+                for t in tasks:
+                    executor.submit(contextvars.copy_context().run, _worker, t, loop, events.put)
+                remaining = len(tasks)
+            while remaining:
+                item = events.get()
+                if type(item) is _Done:
+                    loop.task_done(item.task, item.error)
+                    remaining -= 1
+                else:
+                    loop.on_chunk(item)
+                yield from _flush(loop)
+            loop.after_tick()
+            yield from _flush(loop)
+    finally:
+        if owned is not None:
+            owned.shutdown(wait=False, cancel_futures=True)
+
+
+async def _aworker(
+    task: Task, loop: RunLoop, put: Callable[[Any], None], sem: asyncio.Semaphore | None
+) -> None:
+    try:
+        if sem is None:
+            await run_async(task, loop)
+        else:
+            async with sem:
+                await run_async(task, loop)
+    except BaseException as exc:  # noqa: BLE001 - every failure is reported to the loop
+        put(_Done(task, exc))
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+    else:
+        put(_Done(task, None))
+
+
+async def drive_async(
+    loop: RunLoop, input: Any, max_concurrency: int | None
+) -> AsyncIterator[Chunk]:
+    """Run ``loop`` to the end on the running event loop, yielding stream chunks."""
+    events: asyncio.Queue[Any] = asyncio.Queue()
+    aio = asyncio.get_running_loop()
+    home = threading.get_ident()
+
+    def put(item: Any) -> None:
+        if threading.get_ident() == home:
+            events.put_nowait(item)
+        else:
+            aio.call_soon_threadsafe(events.put_nowait, item)
+
+    loop.ts_sink = put
+    loop.is_async = True
+    sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+    running: set[asyncio.Task[None]] = set()
+    try:
+        loop.start(input)
+        for chunk in _flush(loop):
+            yield chunk
+        while tasks := loop.tick():
+            for chunk in _flush(loop):
+                yield chunk
+            for t in tasks:
+                running.add(asyncio.create_task(_aworker(t, loop, put, sem)))
+            remaining = len(tasks)
+            while remaining:
+                item = await events.get()
+                if type(item) is _Done:
+                    loop.task_done(item.task, item.error)
+                    remaining -= 1
+                else:
+                    loop.on_chunk(item)
+                for chunk in _flush(loop):
+                    yield chunk
+            running.clear()
+            loop.after_tick()
+            for chunk in _flush(loop):
+                yield chunk
+    finally:
+        for t in running:
+            t.cancel()

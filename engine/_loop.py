@@ -1,0 +1,236 @@
+"""One run of a graph: the superstep core plus the run's options and its stream.
+
+``RunLoop`` is the part of a run that both drivers share. It never waits: the
+drivers call ``tick()`` to get the next superstep's tasks, run them however they
+run things, report each finished task with ``task_done()``, and call
+``after_tick()`` for the barrier. Stream chunks collect in ``out``; the drivers
+hand them to the caller between those calls.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ._core import Core
+from ._runtime import StreamWriter, _no_op_writer
+from ._task import Task
+from .errors import GraphBubbleUp, GraphRecursionError
+
+if TYPE_CHECKING:
+    from ._pregel import Pregel
+    from ._runtime import TaskContext
+
+Chunk = tuple[tuple[str, ...], str, Any]
+
+DEFAULT_RECURSION_LIMIT = 10_000
+
+
+class RunLoop:
+    """The shared, non-blocking half of a run."""
+
+    def __init__(
+        self,
+        graph: Pregel,
+        config: dict[str, Any],
+        *,
+        modes: frozenset[str],
+        context: Any = None,
+        parent: TaskContext | None = None,
+        subgraphs: bool = False,
+    ) -> None:
+        self.graph = graph
+        self.config = config
+        self.context = context
+        self.parent = parent
+        namespace = parent.task.namespace if parent is not None else ""
+        self.ns: tuple[str, ...] = tuple(namespace.split("|")) if namespace else ()
+        self.limit = _recursion_limit(config)
+        self.core = Core(graph.program, namespace=namespace, step=-2)
+        # A nested run whose parent streams with subgraphs=True sends its chunks up
+        # to the parent, with its own namespace, in the parent's stream modes.
+        self._forward: Callable[[Chunk], None] | None = None
+        if parent is not None and parent.run.subgraphs:
+            self._forward = parent.run.ts_sink
+            modes = parent.run.modes
+            subgraphs = True
+        self.modes = modes
+        self.subgraphs = subgraphs
+        self.out: deque[Chunk] = deque()
+        self.ts_sink: Callable[[Chunk], None] = self.on_chunk  # the driver replaces it
+        self.tasks: list[Task] = []
+        self.errors: list[tuple[Task, BaseException]] = []
+        self.is_async = False  # set by the async driver; subgraph nodes follow it
+        self._first_step = 0
+        self._stream_keys = set(graph.program.stream_channels)
+        self._output_keys = (
+            {graph.program.output_channels}
+            if isinstance(graph.program.output_channels, str)
+            else set(graph.program.output_channels)
+        )
+
+    # -- stream -------------------------------------------------------------------
+
+    def on_chunk(self, chunk: Chunk) -> None:
+        """Deliver a chunk (from this thread or handed over by the driver)."""
+        if self._forward is not None:
+            self._forward(chunk)
+        else:
+            self.out.append(chunk)
+
+    def emit(self, mode: str, payload: Any) -> None:
+        if mode in self.modes:
+            self.on_chunk((self.ns, mode, payload))
+
+    def _emit_debug(self, kind: str, payload: Any, step: int) -> None:
+        if "debug" in self.modes:
+            stamp = datetime.now(UTC).isoformat()
+            self.on_chunk(
+                (self.ns, "debug", {"step": step, "timestamp": stamp, "type": kind, "payload": payload})
+            )
+
+    def writer_for(self, task: Task) -> StreamWriter:
+        """The ``custom`` stream writer handed to a task (a no-op if not streamed)."""
+        if "custom" not in self.modes:
+            return _no_op_writer
+        sink, ns = self.ts_sink, self.ns
+
+        def write(chunk: Any) -> None:
+            sink((ns, "custom", chunk))
+
+        return write
+
+    # -- the superstep ------------------------------------------------------------
+
+    def start(self, input: Any) -> None:
+        """Apply the input as the run's first barrier."""
+        writes = self.graph._input_writes(input)
+        self.core.apply_input(writes)
+        self._first_step = self.core.step + 1
+        self.core.stop = self._first_step + self.limit
+
+    def tick(self) -> list[Task]:
+        """Plan the next superstep; an empty list means the run is over."""
+        tasks = self.core.plan()
+        if not tasks:
+            self.tasks = []
+            return tasks
+        step = self.core.step + 1
+        if step >= self.core.stop:
+            raise GraphRecursionError(
+                limit=self.limit,
+                steps=step - self._first_step,
+                pending=[t.name for t in tasks],
+            )
+        self.tasks = tasks
+        self.errors = []
+        if "tasks" in self.modes or "debug" in self.modes:
+            for t in tasks:
+                if not t.node.hidden:
+                    payload = {"id": t.id, "name": t.name, "input": t.input, "triggers": t.triggers}
+                    self.emit("tasks", payload)
+                    self._emit_debug("task", payload, step)
+        return tasks
+
+    def task_done(self, task: Task, error: BaseException | None) -> None:
+        """Record a finished task and stream its result."""
+        if error is not None:
+            self.errors.append((task, error))
+            if isinstance(error, GraphBubbleUp):
+                return
+            error.add_note(
+                f"while running node {task.name!r} in superstep {task.step} (task {task.id})"
+            )
+        if task.node.hidden:
+            return
+        if error is None and "updates" in self.modes:
+            self.emit("updates", {task.name: self._task_update(task)})
+        if "tasks" in self.modes or "debug" in self.modes:
+            payload = {
+                "id": task.id,
+                "name": task.name,
+                "error": error,
+                "result": self._task_result(task) if error is None else {},
+                "interrupts": [],
+            }
+            self.emit("tasks", payload)
+            self._emit_debug("task_result", payload, task.step)
+
+    def after_tick(self) -> None:
+        """The barrier: raise the step's errors, or commit its writes."""
+        if self.errors:
+            self._raise_errors()
+        updated = self.core.commit(self.tasks)
+        if "values" in self.modes and not updated.isdisjoint(self._output_keys):
+            self.emit("values", self.output())
+
+    def _raise_errors(self) -> None:
+        errors = sorted(self.errors, key=lambda e: e[0].path)
+        for _, exc in errors:
+            if isinstance(exc, GraphBubbleUp):
+                raise exc
+        if len(errors) == 1:
+            raise errors[0][1]
+        names = ", ".join(repr(t.name) for t, _ in errors)
+        raise ExceptionGroup(
+            f"{len(errors)} tasks failed in superstep {errors[0][0].step} ({names}); "
+            "no writes of this superstep were applied",
+            [e for _, e in errors],  # type: ignore[misc]
+        )
+
+    # -- reading ------------------------------------------------------------------
+
+    def output(self) -> Any:
+        """The run's output: the output channel's value, or a dict of output keys."""
+        return self.graph._read_output(self.core)
+
+    def _task_update(self, task: Task) -> Any:
+        if task.state_writes is not None:
+            return task.state_writes
+        return self.graph._map_update(task.writes)
+
+    def _task_result(self, task: Task) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for ch, value in task.writes:
+            if ch in self._stream_keys:
+                if ch in result:
+                    prev = result[ch]
+                    if isinstance(prev, dict) and "$writes" in prev:
+                        prev["$writes"].append(value)
+                    else:
+                        result[ch] = {"$writes": [prev, value]}
+                else:
+                    result[ch] = value
+        return result
+
+    def task_config(self, task: Task) -> dict[str, Any]:
+        """The config a task sees through ``get_config()`` or a ``config`` parameter."""
+        base = self.config
+        metadata = {
+            **base.get("metadata", {}),
+            "langgraph_step": task.step,
+            "langgraph_node": task.name,
+            "langgraph_triggers": task.triggers,
+            "langgraph_path": (("__pregel_pull", task.name) if task.path[0] == 0 else
+                               ("__pregel_push", task.path[1])),
+            "langgraph_checkpoint_ns": task.namespace,
+        }
+        return {
+            **base,
+            "configurable": {**base.get("configurable", {}), "checkpoint_ns": task.namespace},
+            "metadata": metadata,
+            "tags": [*base.get("tags", []), *task.node.tags],
+            "recursion_limit": self.limit,
+        }
+
+
+def _recursion_limit(config: dict[str, Any]) -> int:
+    limit = config.get("recursion_limit", DEFAULT_RECURSION_LIMIT)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ValueError(
+            f"recursion_limit must be a positive integer, got {limit!r}; it is the most "
+            "supersteps one run may execute"
+        )
+    return limit

@@ -1,0 +1,356 @@
+"""``Pregel``: a compiled graph you can run (invoke, stream, batch; sync and async)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any
+
+from stepgraph.channels import BaseChannel
+
+from ._core import Core
+from ._drivers import drive_async, drive_sync
+from ._loop import Chunk, RunLoop
+from ._node_builder import NodeBuilder
+from ._program import NodeSpec, Program
+from ._runtime import current_task
+from ._types import STREAM_MODES, TASKS, Command
+from .errors import EmptyInputError, InvalidInputError
+
+_TOP_LEVEL_ONLY = ("recursion_limit", "max_concurrency", "tags", "metadata")
+
+
+def normalize_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check a LangGraph-shaped config dict and return a shallow copy."""
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise TypeError(
+            f"config must be a dict like {{'configurable': {{'thread_id': '1'}}}}, "
+            f"got {type(config).__name__}"
+        )
+    out = dict(config)
+    conf = out.get("configurable")
+    if conf is not None:
+        if not isinstance(conf, Mapping):
+            raise TypeError("config['configurable'] must be a dict")
+        misplaced = [k for k in _TOP_LEVEL_ONLY if k in conf]
+        if misplaced:
+            keys = ", ".join(repr(k) for k in misplaced)
+            raise ValueError(
+                f"{keys} must be set at the top level of config, not inside "
+                f"'configurable' (where it would be ignored), e.g. "
+                f"{{'{misplaced[0]}': ..., 'configurable': {{...}}}}"
+            )
+        out["configurable"] = dict(conf)
+    mc = out.get("max_concurrency")
+    if mc is not None and (not isinstance(mc, int) or isinstance(mc, bool) or mc < 1):
+        raise ValueError(f"max_concurrency must be a positive integer, got {mc!r}")
+    return out
+
+
+def _modes(stream_mode: str | Sequence[str]) -> tuple[bool, tuple[str, ...]]:
+    single = isinstance(stream_mode, str)
+    modes = (stream_mode,) if isinstance(stream_mode, str) else tuple(stream_mode)
+    bad = [m for m in modes if m not in STREAM_MODES]
+    if bad or not modes:
+        raise ValueError(
+            f"unknown stream mode(s) {bad!r}; choose from {sorted(STREAM_MODES)}"
+            if bad
+            else "stream_mode must name at least one mode"
+        )
+    return single, modes
+
+
+class Pregel:
+    """A compiled graph: nodes that talk only through channels, run in supersteps.
+
+    ``StateGraph.compile()`` returns one (as ``CompiledStateGraph``); you can also
+    build one directly from ``NodeBuilder`` nodes and channel instances::
+
+        graph = Pregel(
+            nodes={"double": NodeBuilder().subscribe_only("a").do(lambda x: x * 2).write_to("b")},
+            channels={"a": EphemeralValue(int), "b": LastValue(int)},
+            input_channels="a",
+            output_channels="b",
+        )
+        graph.invoke(3)  # 6
+    """
+
+    default_stream_mode: str = "values"
+
+    def __init__(
+        self,
+        *,
+        nodes: Mapping[str, NodeSpec | NodeBuilder],
+        channels: Mapping[str, BaseChannel[Any, Any, Any]],
+        input_channels: str | Sequence[str],
+        output_channels: str | Sequence[str],
+        stream_channels: Sequence[str] | None = None,
+        stream_mode: str = "values",
+        name: str = "LangGraph",
+    ) -> None:
+        specs = {
+            k: (v.build(k) if isinstance(v, NodeBuilder) else v) for k, v in nodes.items()
+        }
+        chans = dict(channels)
+        for key, ch in chans.items():
+            ch.key = key
+        if TASKS not in chans:
+            from stepgraph.channels import Topic
+
+            chans[TASKS] = Topic(object)
+            chans[TASKS].key = TASKS
+        self._check_low_level(specs, chans, input_channels, output_channels)
+        self.program = Program.build(specs, chans, input_channels, output_channels, stream_channels)
+        self.default_stream_mode = stream_mode
+        self.name = name
+
+    @staticmethod
+    def _check_low_level(
+        nodes: Mapping[str, NodeSpec],
+        channels: Mapping[str, Any],
+        inputs: str | Sequence[str],
+        outputs: str | Sequence[str],
+    ) -> None:
+        from .errors import GraphBuildError
+
+        problems = []
+        for name, node in nodes.items():
+            reads = (node.reads,) if isinstance(node.reads, str) else node.reads
+            for ch in (*node.triggers, *reads):
+                if ch not in channels:
+                    problems.append(f"node {name!r} uses unknown channel {ch!r}")
+        for ch in [inputs] if isinstance(inputs, str) else inputs:
+            if ch not in channels:
+                problems.append(f"input channel {ch!r} is not declared in channels")
+        for ch in [outputs] if isinstance(outputs, str) else outputs:
+            if ch not in channels:
+                problems.append(f"output channel {ch!r} is not declared in channels")
+        if problems:
+            raise GraphBuildError(problems, graph="Pregel graph")
+
+    # -- hooks that StateGraph overrides ------------------------------------------
+
+    def _input_writes(self, input: Any) -> list[tuple[str, Any]]:
+        if input is None:
+            raise EmptyInputError(
+                "received no input and there is no saved state to continue from; "
+                "pass the graph's input"
+            )
+        if isinstance(input, Command):
+            raise InvalidInputError("Command input is only supported by StateGraph graphs")
+        chans = self.program.input_channels
+        if isinstance(chans, str):
+            return [(chans, input)]
+        if not isinstance(input, Mapping):
+            raise InvalidInputError(
+                f"input must be a dict with keys from {list(chans)}, got {type(input).__name__}"
+            )
+        unknown = [k for k in input if k not in chans]
+        if unknown:
+            raise InvalidInputError(
+                f"input has unknown keys {unknown!r}; the graph's input channels are {list(chans)}"
+            )
+        return list(input.items())
+
+    def _read_output(self, core: Core) -> Any:
+        chans = self.program.output_channels
+        if isinstance(chans, str):
+            ch = core.channels.get(chans)
+            return ch.get() if ch is not None and ch.is_available() else None
+        return core.read(chans, detach=False)
+
+    def _map_update(self, writes: Sequence[tuple[str, Any]]) -> Any:
+        keys = set(self.program.stream_channels)
+        update = {ch: v for ch, v in writes if ch in keys}
+        return update or None
+
+    # -- running ------------------------------------------------------------------
+
+    def _loop(
+        self,
+        config: Mapping[str, Any] | None,
+        modes: Sequence[str],
+        context: Any,
+        subgraphs: bool,
+    ) -> RunLoop:
+        parent = current_task.get()
+        conf = normalize_config(config)
+        if parent is not None:
+            # A graph run inside a node is that node's subgraph: it inherits the
+            # parent's config (thread, tags, limits) unless it overrides them.
+            inherited = parent.run.config
+            conf = {
+                **inherited,
+                **conf,
+                "configurable": {**inherited.get("configurable", {}), **conf.get("configurable", {})},
+            }
+            if context is None:
+                context = parent.run.context
+        wanted = set(modes)
+        return RunLoop(
+            self,
+            conf,
+            modes=frozenset(wanted),
+            context=self._coerce_context(context),
+            parent=parent,
+            subgraphs=subgraphs,
+        )
+
+    def _coerce_context(self, context: Any) -> Any:
+        return context
+
+    def stream(
+        self,
+        input: Any,
+        config: Mapping[str, Any] | None = None,
+        *,
+        context: Any = None,
+        stream_mode: str | Sequence[str] | None = None,
+        subgraphs: bool = False,
+        executor: Executor | None = None,
+    ) -> Iterator[Any]:
+        """Run the graph, yielding stream chunks as supersteps progress.
+
+        Args:
+            input: the input (a dict of input keys for a StateGraph).
+            config: LangGraph-shaped config: ``configurable`` (``thread_id``, your
+                keys), ``recursion_limit``, ``max_concurrency``, ``tags``, ``metadata``.
+            context: the run's context, handed to nodes through ``Runtime``.
+            stream_mode: one mode or a list of ``values``, ``updates``, ``custom``,
+                ``tasks``, ``debug``. One mode yields payloads; several yield
+                ``(mode, payload)``.
+            subgraphs: also stream from subgraphs; chunks gain a namespace tuple
+                first: ``(ns, payload)`` or ``(ns, mode, payload)``.
+            executor: run parallel tasks on this executor instead of a fresh thread
+                pool (it is not shut down).
+        """
+        single, modes = _modes(stream_mode or self.default_stream_mode)
+        loop = self._loop(config, modes, context, subgraphs)
+        mc = loop.config.get("max_concurrency")
+        for chunk in drive_sync(loop, input, executor, mc):
+            yield _shape(chunk, single, subgraphs)
+
+    async def astream(
+        self,
+        input: Any,
+        config: Mapping[str, Any] | None = None,
+        *,
+        context: Any = None,
+        stream_mode: str | Sequence[str] | None = None,
+        subgraphs: bool = False,
+    ) -> AsyncIterator[Any]:
+        """Async twin of ``stream``: tasks run as asyncio tasks, sync nodes in threads."""
+        single, modes = _modes(stream_mode or self.default_stream_mode)
+        loop = self._loop(config, modes, context, subgraphs)
+        async for chunk in drive_async(loop, input, loop.config.get("max_concurrency")):
+            yield _shape(chunk, single, subgraphs)
+
+    def invoke(
+        self,
+        input: Any,
+        config: Mapping[str, Any] | None = None,
+        *,
+        context: Any = None,
+        stream_mode: str | Sequence[str] = "values",
+        executor: Executor | None = None,
+    ) -> Any:
+        """Run the graph to the end and return its output.
+
+        With the default ``stream_mode="values"`` this is the final state (the
+        output keys); with another mode, the list of that mode's chunks.
+        """
+        if stream_mode != "values":
+            return list(
+                self.stream(input, config, context=context, stream_mode=stream_mode, executor=executor)
+            )
+        loop = self._loop(config, (), context, False)
+        for _ in drive_sync(loop, input, executor, loop.config.get("max_concurrency")):
+            pass
+        return loop.output()
+
+    async def ainvoke(
+        self,
+        input: Any,
+        config: Mapping[str, Any] | None = None,
+        *,
+        context: Any = None,
+        stream_mode: str | Sequence[str] = "values",
+    ) -> Any:
+        """Async twin of ``invoke``."""
+        if stream_mode != "values":
+            return [
+                c async for c in self.astream(input, config, context=context, stream_mode=stream_mode)
+            ]
+        loop = self._loop(config, (), context, False)
+        async for _ in drive_async(loop, input, loop.config.get("max_concurrency")):
+            pass
+        return loop.output()
+
+    def batch(
+        self,
+        inputs: Sequence[Any],
+        config: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        *,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Invoke the graph on each input, in parallel threads (``max_concurrency``)."""
+        configs = _per_input(config, len(inputs))
+        if not inputs:
+            return []
+        workers = (configs[0] or {}).get("max_concurrency")
+
+        def one(pair: tuple[Any, Mapping[str, Any] | None]) -> Any:
+            try:
+                return self.invoke(pair[0], pair[1])
+            except Exception as exc:
+                if return_exceptions:
+                    return exc
+                raise
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, zip(inputs, configs)))
+
+    async def abatch(
+        self,
+        inputs: Sequence[Any],
+        config: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        *,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Async twin of ``batch``: runs are asyncio tasks bounded by ``max_concurrency``."""
+        configs = _per_input(config, len(inputs))
+        limit = (configs[0] or {}).get("max_concurrency") if configs else None
+        sem = asyncio.Semaphore(limit) if limit else None
+
+        async def one(inp: Any, conf: Mapping[str, Any] | None) -> Any:
+            if sem is None:
+                return await self.ainvoke(inp, conf)
+            async with sem:
+                return await self.ainvoke(inp, conf)
+
+        return list(
+            await asyncio.gather(
+                *(one(i, c) for i, c in zip(inputs, configs)), return_exceptions=return_exceptions
+            )
+        )
+
+
+def _per_input(
+    config: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None, n: int
+) -> list[Mapping[str, Any] | None]:
+    if config is None or isinstance(config, Mapping):
+        return [config] * n
+    configs = list(config)
+    if len(configs) != n:
+        raise ValueError(f"batch got {n} inputs but {len(configs)} configs; give one per input")
+    return configs
+
+
+def _shape(chunk: Chunk, single: bool, subgraphs: bool) -> Any:
+    ns, mode, payload = chunk
+    if subgraphs:
+        return (ns, payload) if single else (ns, mode, payload)
+    return payload if single else (mode, payload)

@@ -1,0 +1,82 @@
+"""The lean task struct the core plans and the drivers run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._program import NodeSpec
+
+PULL = "pull"  # triggered by channel updates; reads its input from channels
+PUSH = "push"  # created by a Send; its input is the Send's argument
+
+
+class Task:
+    """One node execution planned for one superstep.
+
+    Attributes:
+        id: deterministic task id.
+        name: the node's name.
+        node: the node spec.
+        input: what the node receives (channel values, or a Send's argument).
+        triggers: the channels that made it run (PULL), or ``("__pregel_push",)``.
+        path: sort key for applying writes: PULL tasks by name, then PUSH by index.
+        step: the superstep number.
+        writes: ``(channel, value)`` pairs collected while it ran.
+        namespace: the task's checkpoint namespace, ``"<node>:<task id>"`` under
+            the parent's namespace.
+    """
+
+    __slots__ = (
+        "id",
+        "name",
+        "node",
+        "input",
+        "triggers",
+        "path",
+        "step",
+        "writes",
+        "namespace",
+        "kind",
+        "reader",
+        "state_writes",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        node: NodeSpec,
+        input: Any,
+        triggers: tuple[str, ...],
+        path: tuple[Any, ...],
+        step: int,
+        namespace: str,
+        kind: str,
+        reader: Callable[[Task, Sequence[str] | str], Any],
+    ) -> None:
+        self.id = id
+        self.name = node.name
+        self.node = node
+        self.input = input
+        self.triggers = triggers
+        self.path = path
+        self.step = step
+        self.writes: list[tuple[str, Any]] = []
+        self.namespace = namespace
+        self.kind = kind
+        self.reader = reader
+        # The state updates as the node returned them, for the "updates" stream.
+        self.state_writes: Any = None
+
+    def write(self, channel: str, value: Any) -> None:
+        """Record a write; it is applied at the barrier that ends the superstep."""
+        self.writes.append((channel, value))
+
+    def read_fresh(self, select: Sequence[str] | str) -> Any:
+        """Read channels as this task's own writes so far would leave them."""
+        return self.reader(self, select)
+
+    def __repr__(self) -> str:
+        return f"Task(name={self.name!r}, step={self.step}, id={self.id!r})"

@@ -1,0 +1,155 @@
+"""The errors stepgraph raises, as one tree.
+
+Build-time problems (found by ``StateGraph`` methods and ``compile()``) subclass
+``ValueError``; run-time problems subclass ``RuntimeError`` or the builtin a caller
+already catches. Control signals that must travel through user code (a subgraph
+handing a ``Command`` to its parent) subclass ``BaseException`` so that a node's
+``except Exception:`` cannot swallow them::
+
+    GraphBuildError(ValueError)          compile() found problems; .problems lists all of them
+    GraphRunError(RuntimeError)          base of run-time errors raised by the engine itself
+      EmptyInputError                    nothing to run: no input and nothing to resume
+      InvalidInputError                  the input does not fit the graph's input schema
+      InvalidNodeReturnError             a node returned something the graph cannot apply
+      GraphRecursionError                (also a RecursionError) the step limit would be exceeded
+    InvalidUpdateError                   (stepgraph.channels) a channel rejected a step's writes
+    EmptyChannelError                    (stepgraph.channels) a channel was read before it had a value
+    GraphBubbleUp(BaseException)         control signals, never raised to the caller
+      ParentCommand                      a subgraph node returned Command(graph=Command.PARENT)
+
+Errors raised by a node's own code reach the caller unchanged, with a note
+(PEP 678) naming the node, the step and the task id. When several tasks of one
+superstep fail, they arrive together as an ``ExceptionGroup``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from stepgraph.channels import EmptyChannelError, InvalidUpdateError
+
+if TYPE_CHECKING:
+    from ._types import Command
+
+__all__ = [
+    "GraphBuildError",
+    "GraphRunError",
+    "EmptyInputError",
+    "InvalidInputError",
+    "InvalidNodeReturnError",
+    "GraphRecursionError",
+    "InvalidUpdateError",
+    "EmptyChannelError",
+    "GraphBubbleUp",
+    "ParentCommand",
+]
+
+
+class GraphBuildError(ValueError):
+    """The graph definition has problems; ``problems`` lists every one of them.
+
+    ``compile()`` collects all problems before raising, so one run of your code
+    shows everything that needs fixing.
+    """
+
+    def __init__(self, problems: Sequence[str], *, graph: str = "graph") -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        self.graph = graph
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        if len(self.problems) == 1:
+            return f"cannot build {self.graph}: {self.problems[0]}"
+        lines = [f"cannot build {self.graph}: {len(self.problems)} problems"]
+        lines += [f"  {i}. {p}" for i, p in enumerate(self.problems, 1)]
+        return "\n".join(lines)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_build_error, (self.problems, self.graph))
+
+
+def _rebuild_build_error(problems: Sequence[str], graph: str) -> GraphBuildError:
+    return GraphBuildError(problems, graph=graph)
+
+
+class GraphRunError(RuntimeError):
+    """Base class of the run-time errors the engine raises itself."""
+
+
+class EmptyInputError(GraphRunError):
+    """The run had nothing to do: no input, and no saved state to continue from."""
+
+
+class InvalidInputError(GraphRunError):
+    """The input given to ``invoke``/``stream`` does not fit the graph's input schema."""
+
+
+class InvalidNodeReturnError(GraphRunError):
+    """A node returned a value the graph cannot turn into state updates.
+
+    Attributes:
+        node: the node's name.
+        step: the superstep in which it ran, when known.
+    """
+
+    def __init__(self, message: str, *, node: str, step: int | None = None) -> None:
+        self.node = node
+        self.step = step
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_node_return, (self.args[0], self.node, self.step))
+
+
+def _rebuild_node_return(message: str, node: str, step: int | None) -> InvalidNodeReturnError:
+    return InvalidNodeReturnError(message, node=node, step=step)
+
+
+class GraphRecursionError(GraphRunError, RecursionError):
+    """The run would need more supersteps than ``recursion_limit`` allows.
+
+    Raised *before* the extra superstep runs, so no work beyond the limit is done.
+
+    Attributes:
+        limit: the recursion limit in force.
+        steps: how many supersteps this run executed.
+        pending: the names of the nodes that would have run next.
+    """
+
+    def __init__(self, *, limit: int, steps: int, pending: Sequence[str]) -> None:
+        self.limit = limit
+        self.steps = steps
+        self.pending = tuple(pending)
+        nodes = ", ".join(repr(p) for p in self.pending[:5])
+        more = f" and {len(self.pending) - 5} more" if len(self.pending) > 5 else ""
+        super().__init__(
+            f"recursion limit of {limit} supersteps reached: the run executed {steps} "
+            f"supersteps and still had work to do (next: {nodes}{more}). If the graph is "
+            f"meant to run longer, raise the limit, e.g. "
+            f'graph.invoke(inputs, {{"recursion_limit": {max(limit * 2, limit + 10)}}}); '
+            f"otherwise check the loop's exit condition."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_recursion, (self.limit, self.steps, self.pending))
+
+
+def _rebuild_recursion(limit: int, steps: int, pending: Sequence[str]) -> GraphRecursionError:
+    return GraphRecursionError(limit=limit, steps=steps, pending=pending)
+
+
+class GraphBubbleUp(BaseException):
+    """Base of the control signals that travel up through user code.
+
+    They derive from ``BaseException`` so that ``except Exception:`` in a node does
+    not swallow them; the engine always catches them itself.
+    """
+
+
+class ParentCommand(GraphBubbleUp):
+    """Carries ``Command(graph=Command.PARENT)`` from a subgraph to its parent graph."""
+
+    def __init__(self, command: Command) -> None:
+        self.command = command
+        super().__init__(command)
