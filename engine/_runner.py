@@ -76,24 +76,33 @@ async def run_async(task: Task, run: RunLoop) -> None:
         steps = task_steps(task, run)
         in_thread = not task.node.is_async
         send: Any = None
+        error: BaseException | None = None
         first = True
         while True:
             if in_thread:
-                awaitable = await asyncio.to_thread(_advance, steps, send, first)
+                awaitable = await asyncio.to_thread(_advance, steps, send, error, first)
             else:
-                awaitable = _advance(steps, send, first)
+                awaitable = _advance(steps, send, error, first)
             if awaitable is None:
                 return
             first = False
-            send = await awaitable
+            try:
+                send, error = await awaitable, None
+            except BaseException as exc:  # noqa: BLE001 - thrown back into the steps
+                send, error = None, exc
     finally:
         current_task.reset(token)
 
 
-def _advance(steps: Steps, send: Any, first: bool) -> Awaitable[Any] | None:
+def _advance(
+    steps: Steps, send: Any, error: BaseException | None, first: bool
+) -> Awaitable[Any] | None:
     # StopIteration cannot cross a Future (to_thread), so end-of-steps is None.
+    # An awaitable that failed is thrown back in, where the node's code can see it.
     try:
-        return next(steps) if first else steps.send(send)
+        if first:
+            return next(steps)
+        return steps.send(send) if error is None else steps.throw(error)
     except StopIteration:
         return None
 
