@@ -252,11 +252,10 @@ class Core:
             for ch in self._live_clearing - grouped.keys():
                 if self.channels[ch].update([]):
                     changed.add(ch)
-            self._live_clearing = {
-                ch
-                for ch in self._live_clearing | (grouped.keys() & clearing)
-                if self.channels[ch].is_available()
-            }
+            live = {ch for ch in self._live_clearing if self.channels[ch].is_available()}
+            # Iterate the written channels, not the (graph-sized) clearing set.
+            live.update(ch for ch in grouped if ch in clearing and self.channels[ch].is_available())
+            self._live_clearing = live
         updated = {ch for ch in changed if self.channels[ch].is_available()}
         self._candidates = self._nodes_to_check(updated)
         if tasks and not self._has_work(updated):

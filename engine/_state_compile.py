@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -219,7 +220,7 @@ def _unreachable(builder: StateGraph) -> list[str]:
     for name, node in builder.nodes.items():
         if node.destinations is not None:
             g.add_edges_from((name, d) for d in node.destinations)
-        elif g.out_degree(name) == 0:
+        elif g.out_degree(name) == 0 and _may_route(node.action):
             # It may route with Command(goto=...) to anything we cannot see.
             g.add_edges_from((name, d) for d in everything)
     reachable = nx.descendants(g, START)
@@ -230,6 +231,22 @@ def _unreachable(builder: StateGraph) -> list[str]:
         for n in builder.nodes
         if n not in reachable
     ]
+
+
+def _may_route(action: Any) -> bool:
+    """False only when a return annotation rules out returning a Command."""
+    if isinstance(action, Pregel):
+        return True
+    try:
+        ret = typing.get_type_hints(action).get("return", _MISSING)
+    except Exception:
+        ret = getattr(action, "__annotations__", {}).get("return", _MISSING)
+    if ret is _MISSING:
+        return True
+    return "Command" in repr(ret) or ret is Any
+
+
+_MISSING = object()
 
 
 # -- lowering ---------------------------------------------------------------------

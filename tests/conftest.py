@@ -29,6 +29,19 @@ class Driver:
 
         return asyncio.run(collect())
 
+    def stream_into(self, sink: list[Any], graph: Any, input: Any, config: Any = None, **kw: Any) -> None:
+        """Like ``stream``, but appends chunks to ``sink`` as they arrive (kept on errors)."""
+        if self.kind == "sync":
+            for chunk in graph.stream(input, config, **kw):
+                sink.append(chunk)
+            return
+
+        async def collect() -> None:
+            async for chunk in graph.astream(input, config, **kw):
+                sink.append(chunk)
+
+        asyncio.run(collect())
+
     def batch(self, graph: Any, inputs: list[Any], config: Any = None, **kw: Any) -> list[Any]:
         if self.kind == "sync":
             return graph.batch(inputs, config, **kw)
