@@ -56,7 +56,7 @@ class Core:
         versions: Mapping[str, int] | None = None,
         versions_seen: Mapping[str, Mapping[str, int]] | None = None,
         checkpoint_id: str | None = None,
-        new_checkpoint_id: Callable[[int], str] = _ids.checkpoint_id,
+        new_checkpoint_id: Callable[[int], str] | None = None,
     ) -> None:
         self.program = program
         self.namespace = namespace
@@ -66,8 +66,8 @@ class Core:
             k: dict(v) for k, v in (versions_seen or {}).items()
         }
         self.max_version = max(self.versions.values(), default=0)
-        self._new_id = new_checkpoint_id
-        self.checkpoint_id = checkpoint_id or new_checkpoint_id(step)
+        self._new_id = new_checkpoint_id or _ids.CheckpointIds()
+        self.checkpoint_id = checkpoint_id or self._new_id(step)
         self.channels: dict[str, BaseChannel[Any, Any, Any]] = {}
         self._live_clearing: set[str] = set()
         for key, value in (channel_values or {}).items():
@@ -90,7 +90,11 @@ class Core:
         if ch is None:
             spec = self.program.channels.get(key)
             if spec is None:
-                raise KeyError(key)
+                raise InvalidUpdateError(
+                    key,
+                    "there is no channel with this name in the graph",
+                    f"declare a channel named {key!r} or write to one of the graph's channels",
+                )
             ch = self.channels[key] = spec.from_checkpoint(MISSING)
         return ch
 
@@ -188,7 +192,6 @@ class Core:
         tid: str,
         kind: str,
     ) -> Task:
-        ns = f"{node.name}:{tid}"
         return Task(
             id=tid,
             node=node,
@@ -196,7 +199,7 @@ class Core:
             triggers=triggers,
             path=path,
             step=step,
-            namespace=f"{self.namespace}|{ns}" if self.namespace else ns,
+            parent_ns=self.namespace,
             kind=kind,
             reader=self.read_fresh,
         )
@@ -205,7 +208,7 @@ class Core:
 
     def apply_input(self, writes: Iterable[tuple[str, Any]]) -> frozenset[str]:
         """Apply the run's input as a barrier with no tasks (the input checkpoint)."""
-        return self._apply((), list(writes))
+        return self._apply((), (("__input__", list(writes)),))
 
     def commit(self, tasks: Sequence[Task]) -> frozenset[str]:
         """End the superstep: apply every task's writes in task-path order.
@@ -214,65 +217,81 @@ class Core:
         rejected the writes), the core is left part-way and must be discarded; the
         run restarts from the last saved checkpoint.
         """
-        ordered = sorted(tasks, key=_path_key)
+        ordered = sorted(tasks, key=_path_key) if len(tasks) > 1 else tasks
+        versions = self.versions
         for task in ordered:
             if task.kind == PULL:
-                seen = self.versions_seen.setdefault(task.name, {})
+                seen = self.versions_seen.get(task.name)
+                if seen is None:
+                    seen = self.versions_seen[task.name] = {}
                 for ch in task.triggers:
-                    seen[ch] = self.versions[ch]
-        writes = [(ch, v, t.name) for t in ordered for ch, v in t.writes]
-        return self._apply(ordered, writes)
+                    seen[ch] = versions[ch]
+        return self._apply(ordered, [(t.name, t.writes) for t in ordered])
 
     def _apply(
-        self, tasks: Sequence[Task], writes: Sequence[tuple[Any, ...]]
+        self, tasks: Sequence[Task], batches: Sequence[tuple[str, Sequence[tuple[str, Any]]]]
     ) -> frozenset[str]:
         self.step += 1
-        version = self.max_version + 1
+        program = self.program
+        channels = self.channels
         changed: set[str] = set()
-        consumable = self.program.consume_channels
-        if consumable:
+        if program.consume_channels:
+            consumable = program.consume_channels
             for ch in {c for t in tasks for c in t.triggers if c in consumable}:
                 if self._channel(ch).consume():
                     changed.add(ch)
         grouped: dict[str, list[Any]] = {}
-        writers: dict[str, list[str]] = {}
-        for w in writes:
-            ch = w[0]
-            if ch in self.program.channels:
-                grouped.setdefault(ch, []).append(w[1])
-                writers.setdefault(ch, []).append(w[2] if len(w) > 2 else "__input__")
+        for _, writes in batches:
+            for ch, value in writes:
+                values = grouped.get(ch)
+                if values is None:
+                    grouped[ch] = [value]
+                else:
+                    values.append(value)
         for ch, values in grouped.items():
+            c = channels.get(ch) or self._channel(ch)
             try:
-                if self._channel(ch).update(values):
+                if c.update(values):
                     changed.add(ch)
             except InvalidUpdateError as exc:
-                raise exc.with_context(self.step, writers[ch]) from None
-        clearing = self.program.clearing_channels
-        if tasks or writes:
-            for ch in self._live_clearing - grouped.keys():
-                if self.channels[ch].update([]):
-                    changed.add(ch)
-            live = {ch for ch in self._live_clearing if self.channels[ch].is_available()}
-            # Iterate the written channels, not the (graph-sized) clearing set.
-            live.update(ch for ch in grouped if ch in clearing and self.channels[ch].is_available())
-            self._live_clearing = live
-        updated = {ch for ch in changed if self.channels[ch].is_available()}
+                writers = [name for name, ws in batches for w in ws if w[0] == ch]
+                raise exc.with_context(self.step, writers) from None
+        if batches:
+            self._clear_ephemeral(grouped, changed)
+        updated = {ch for ch in changed if channels[ch].is_available()}
         self._candidates = self._nodes_to_check(updated)
         if tasks and not self._has_work(updated):
-            for ch in self.program.finish_channels:
-                c = self.channels.get(ch)
+            for ch in program.finish_channels:
+                c = channels.get(ch)
                 if c is not None and c.finish():
                     changed.add(ch)
                     if c.is_available():
                         updated.add(ch)
             self._candidates = self._nodes_to_check(updated)
-        for ch in changed:
-            self.versions[ch] = version
         if changed:
-            self.max_version = version
+            version = self.max_version = self.max_version + 1
+            versions = self.versions
+            for ch in changed:
+                versions[ch] = version
         self.checkpoint_id = self._new_id(self.step)
         self.updated = frozenset(updated)
         return self.updated
+
+    def _clear_ephemeral(self, grouped: dict[str, list[Any]], changed: set[str]) -> None:
+        # Channels that clear themselves when a step passes without writes to them
+        # (EphemeralValue, non-accumulating Topic): only those holding a value now.
+        channels = self.channels
+        live: set[str] = set()
+        for ch in self._live_clearing:
+            if ch not in grouped and channels[ch].update([]):
+                changed.add(ch)
+            if channels[ch].is_available():
+                live.add(ch)
+        clearing = self.program.clearing_channels
+        for ch in grouped:  # the written channels, never the graph-sized set
+            if ch in clearing and channels[ch].is_available():
+                live.add(ch)
+        self._live_clearing = live
 
     def _nodes_to_check(self, updated: Iterable[str]) -> set[str]:
         t2n = self.program.trigger_to_nodes
@@ -288,13 +307,16 @@ class Core:
             return True
         # Versions are not bumped yet, so compare against the pending version.
         pending = self.max_version + 1
+        channels = self.channels
         for name in self._candidates or ():
             node = self.program.nodes[name]
             seen = self.versions_seen.get(name, {})
             for ch in node.triggers:
                 v = pending if ch in updated else self.versions.get(ch)
-                if v is not None and v > seen.get(ch, 0) and self.channels[ch].is_available():
-                    return True
+                if v is not None and v > seen.get(ch, 0):
+                    c = channels.get(ch)
+                    if c is not None and c.is_available():
+                        return True
         return False
 
     # -- snapshots ----------------------------------------------------------------

@@ -66,8 +66,16 @@ def drive_sync(
         while tasks := loop.tick():
             yield from _flush(loop)
             if len(tasks) == 1 and not _live(loop):
-                _worker(tasks[0], loop, events.put)
-                remaining = 1
+                # Fast path: no hand-off to a thread and no queue round trip.
+                task = tasks[0]
+                try:
+                    run_sync(task, loop)
+                except BaseException as exc:  # noqa: BLE001 - reported to the loop
+                    loop.task_done(task, exc)
+                else:
+                    loop.task_done(task, None)
+                remaining = 0
+                yield from _flush(loop)
             else:
                 if executor is None:
                     executor = owned = ThreadPoolExecutor(

@@ -9,23 +9,23 @@ tasks again on resume.
 
 from __future__ import annotations
 
-import os
+import random
 import threading
 import time
-import uuid
 
 import xxhash
 
-_SEP = b"\x00"
+_SEP = "\x00"
 
 
 def task_id(checkpoint_id: str, namespace: str, step: int, node: str, *parts: str) -> str:
     """The id of a task, formatted as a UUID string."""
-    data = _SEP.join(
-        [checkpoint_id.encode(), namespace.encode(), str(step).encode(), node.encode()]
-        + [p.encode() for p in parts]
-    )
-    return str(uuid.UUID(bytes=xxhash.xxh3_128_digest(data)))
+    data = _SEP.join((checkpoint_id, namespace, str(step), node, *parts)).encode()
+    return _as_uuid(xxhash.xxh3_128_hexdigest(data))
+
+
+def _as_uuid(h: str) -> str:
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _lock = threading.Lock()
@@ -48,7 +48,38 @@ def checkpoint_id(step: int) -> str:
     time_high = (ts >> 12) & 0xFFFFFFFFFFFF
     time_low = ts & 0x0FFF
     clock_seq = step & 0x3FFF
-    node = int.from_bytes(os.urandom(6), "big")
+    node = _random.getrandbits(48)
     value = (time_high << 80) | (0x6 << 76) | (time_low << 64)
     value |= (0x2 << 62) | (clock_seq << 48) | node
-    return str(uuid.UUID(int=value))
+    return _as_uuid(f"{value:032x}")
+
+
+# Not for secrets: only keeps ids of different processes apart.
+_random = random.Random()
+
+
+class CheckpointIds:
+    """Checkpoint ids for one run: time-ordered UUIDs, cheaper than ``checkpoint_id``.
+
+    The clock is read once per run; later ids add one 100 ns tick each, so they keep
+    increasing and stay unique (the random node bits keep runs apart).
+    """
+
+    __slots__ = ("_base", "_n", "_node")
+
+    def __init__(self) -> None:
+        first = checkpoint_id(0).replace("-", "")
+        value = int(first, 16)
+        self._base = ((value >> 80) << 12) | ((value >> 64) & 0x0FFF)  # 60-bit timestamp
+        self._node = value & ((1 << 48) - 1)
+        self._n = 0
+
+    def __call__(self, step: int) -> str:
+        global _last_ts
+        self._n += 1
+        ts = self._base + self._n
+        if ts > _last_ts:  # keep later runs' ids above this run's (no lock: best effort)
+            _last_ts = ts
+        value = ((ts >> 12) << 80) | (0x6 << 76) | ((ts & 0x0FFF) << 64)
+        value |= (0x2 << 62) | ((step & 0x3FFF) << 48) | self._node
+        return _as_uuid(f"{value:032x}")

@@ -285,10 +285,13 @@ def _lower(
         "nodes": node_names,
         "validator": validator,
     }
+    edges_from: dict[str, list[tuple[str, Any]]] = {}
+    for s, d in sorted(builder.edges):
+        if d != END:
+            edges_from.setdefault(s, []).append((f"branch:to:{d}", None))
     specs: dict[str, NodeSpec] = {}
     for name in [START, *builder.nodes]:
-        static = [(f"branch:to:{d}", None) for s, d in sorted(builder.edges) if s == name and d != END]
-        static += joins.get(name, [])
+        static = [*edges_from.get(name, ()), *joins.get(name, ())]
         writers: list[Writer] = []
         if static:
             writers.append(_StaticWriter(tuple(static)))

@@ -37,7 +37,7 @@ class Task:
         "path",
         "step",
         "writes",
-        "namespace",
+        "parent_ns",
         "kind",
         "reader",
         "state_writes",
@@ -52,7 +52,7 @@ class Task:
         triggers: tuple[str, ...],
         path: tuple[Any, ...],
         step: int,
-        namespace: str,
+        parent_ns: str,
         kind: str,
         reader: Callable[[Task, Sequence[str] | str], Any],
     ) -> None:
@@ -64,11 +64,17 @@ class Task:
         self.path = path
         self.step = step
         self.writes: list[tuple[str, Any]] = []
-        self.namespace = namespace
+        self.parent_ns = parent_ns
         self.kind = kind
         self.reader = reader
         # The state updates as the node returned them, for the "updates" stream.
         self.state_writes: Any = None
+
+    @property
+    def namespace(self) -> str:
+        """The task's checkpoint namespace: ``"<node>:<id>"``, ``|``-joined under its parent's."""
+        own = f"{self.name}:{self.id}"
+        return f"{self.parent_ns}|{own}" if self.parent_ns else own
 
     def write(self, channel: str, value: Any) -> None:
         """Record a write; it is applied at the barrier that ends the superstep."""
