@@ -51,7 +51,7 @@ class Core:
         program: Program,
         *,
         namespace: str = "",
-        step: int = -1,
+        step: int = -2,
         channel_values: Mapping[str, Any] | None = None,
         versions: Mapping[str, int] | None = None,
         versions_seen: Mapping[str, Mapping[str, int]] | None = None,

@@ -48,7 +48,7 @@ class RunLoop:
         namespace = parent.task.namespace if parent is not None else ""
         self.ns: tuple[str, ...] = tuple(namespace.split("|")) if namespace else ()
         self.limit = _recursion_limit(config)
-        self.core = Core(graph.program, namespace=namespace, step=-2)
+        self.core = Core(graph.program, namespace=namespace)
         # A nested run whose parent streams with subgraphs=True sends its chunks up
         # to the parent, with its own namespace, in the parent's stream modes.
         self._forward: Callable[[Chunk], None] | None = None

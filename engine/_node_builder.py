@@ -67,7 +67,8 @@ class NodeBuilder:
 
     def write_to(self, *channels: str, **mapped: Any) -> NodeBuilder:
         """Write the result to ``channels``; ``name=value`` writes a fixed value, or
-        ``name=callable`` writes ``callable(result)``. ``None`` results are not written."""
+        ``name=callable`` writes ``callable(result)``. A ``None`` result writes nothing,
+        so a node stops a cycle by returning None."""
         self._writes += [(ch, _PASSTHROUGH) for ch in channels]
         self._writes += list(mapped.items())
         return self
@@ -149,6 +150,8 @@ class _ChannelWriter:
         self.entries = entries
 
     def __call__(self, task: Task, output: Any) -> None:
+        if output is None:
+            return
         for channel, how in self.entries:
             if how is _PASSTHROUGH:
                 value = output
@@ -156,5 +159,4 @@ class _ChannelWriter:
                 value = how(output)
             else:
                 value = how
-            if value is not None:
-                task.write(channel, value)
+            task.write(channel, value)
