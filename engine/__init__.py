@@ -6,6 +6,8 @@ imports::
     from stepgraph.engine import StateGraph, START, END, Send, Command
 """
 
+from stepgraph.channels import Overwrite
+
 from ._managed import IsLastStep, RemainingSteps
 from ._node_builder import NodeBuilder
 from ._pregel import Pregel
@@ -23,7 +25,6 @@ from .errors import (
     InvalidNodeReturnError,
     InvalidUpdateError,
 )
-from stepgraph.channels import Overwrite
 
 __all__ = [
     # building

@@ -113,9 +113,9 @@ class Core:
     def read_fresh(self, task: Task, select: Sequence[str] | str) -> Any:
         """Read channels as if only ``task``'s writes so far had been applied."""
         written: dict[str, list[Any]] = {}
-        for ch, value in task.writes:
-            if ch in self.program.channels:
-                written.setdefault(ch, []).append(value)
+        for name, value in task.writes:
+            if name in self.program.channels:
+                written.setdefault(name, []).append(value)
         keys = [select] if isinstance(select, str) else select
         local: dict[str, Any] = {}
         for key in keys:
@@ -261,13 +261,7 @@ class Core:
         updated = {ch for ch in changed if channels[ch].is_available()}
         self._candidates = self._nodes_to_check(updated)
         if tasks and not self._has_work(updated):
-            for ch in program.finish_channels:
-                c = channels.get(ch)
-                if c is not None and c.finish():
-                    changed.add(ch)
-                    if c.is_available():
-                        updated.add(ch)
-            self._candidates = self._nodes_to_check(updated)
+            self._finish(changed, updated)
         if changed:
             version = self.max_version = self.max_version + 1
             versions = self.versions
@@ -276,6 +270,17 @@ class Core:
         self.checkpoint_id = self._new_id(self.step)
         self.updated = frozenset(updated)
         return self.updated
+
+    def _finish(self, changed: set[str], updated: set[str]) -> None:
+        # Nothing would run next: tell the after-finish channels (deferred nodes and
+        # their joins) so they become available and get one more superstep.
+        for ch in self.program.finish_channels:
+            c = self.channels.get(ch)
+            if c is not None and c.finish():
+                changed.add(ch)
+                if c.is_available():
+                    updated.add(ch)
+        self._candidates = self._nodes_to_check(updated)
 
     def _clear_ephemeral(self, grouped: dict[str, list[Any]], changed: set[str]) -> None:
         # Channels that clear themselves when a step passes without writes to them

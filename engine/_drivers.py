@@ -26,7 +26,7 @@ from ._task import Task
 
 
 class _Done:
-    __slots__ = ("task", "error")
+    __slots__ = ("error", "task")
 
     def __init__(self, task: Task, error: BaseException | None) -> None:
         self.task = task
@@ -47,7 +47,7 @@ def _live(loop: RunLoop) -> bool:
 def _worker(task: Task, loop: RunLoop, put: Callable[[Any], None]) -> None:
     try:
         run_sync(task, loop)
-    except BaseException as exc:  # noqa: BLE001 - every failure is reported to the loop
+    except BaseException as exc:
         put(_Done(task, exc))
     else:
         put(_Done(task, None))
@@ -70,7 +70,7 @@ def drive_sync(
                 task = tasks[0]
                 try:
                     run_sync(task, loop)
-                except BaseException as exc:  # noqa: BLE001 - reported to the loop
+                except BaseException as exc:
                     loop.task_done(task, exc)
                 else:
                     loop.task_done(task, None)
@@ -81,8 +81,8 @@ def drive_sync(
                     executor = owned = ThreadPoolExecutor(
                         max_workers=max_concurrency, thread_name_prefix="stepgraph"
                     )
-                for t in tasks:
-                    executor.submit(contextvars.copy_context().run, _worker, t, loop, events.put)
+                for each in tasks:
+                    executor.submit(contextvars.copy_context().run, _worker, each, loop, events.put)
                 remaining = len(tasks)
             while remaining:
                 item = events.get()
@@ -108,7 +108,7 @@ async def _aworker(
         else:
             async with sem:
                 await run_async(task, loop)
-    except BaseException as exc:  # noqa: BLE001 - every failure is reported to the loop
+    except BaseException as exc:
         put(_Done(task, exc))
         if isinstance(exc, asyncio.CancelledError):
             raise
@@ -141,8 +141,8 @@ async def drive_async(
         while tasks := loop.tick():
             for chunk in _flush(loop):
                 yield chunk
-            for t in tasks:
-                running.add(asyncio.create_task(_aworker(t, loop, put, sem)))
+            for task in tasks:
+                running.add(asyncio.create_task(_aworker(task, loop, put, sem)))
             remaining = len(tasks)
             while remaining:
                 item = await events.get()
@@ -158,5 +158,5 @@ async def drive_async(
             for chunk in _flush(loop):
                 yield chunk
     finally:
-        for t in running:
-            t.cancel()
+        for pending in running:
+            pending.cancel()

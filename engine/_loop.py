@@ -10,7 +10,7 @@ hand them to the caller between those calls.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -56,8 +56,8 @@ class RunLoop:
             self._forward = parent.run.ts_sink
             modes = parent.run.modes
             subgraphs = True
-        self.modes = modes
-        self.subgraphs = subgraphs
+        self.modes: frozenset[str] = modes
+        self.subgraphs: bool = subgraphs
         self.out: deque[Chunk] = deque()
         self.ts_sink: Callable[[Chunk], None] = self.on_chunk  # the driver replaces it
         self.tasks: list[Task] = []
@@ -88,7 +88,11 @@ class RunLoop:
         if "debug" in self.modes:
             stamp = datetime.now(UTC).isoformat()
             self.on_chunk(
-                (self.ns, "debug", {"step": step, "timestamp": stamp, "type": kind, "payload": payload})
+                (
+                    self.ns,
+                    "debug",
+                    {"step": step, "timestamp": stamp, "type": kind, "payload": payload},
+                )
             )
 
     def writer_for(self, task: Task) -> StreamWriter:
@@ -129,7 +133,12 @@ class RunLoop:
         if "tasks" in self.modes or "debug" in self.modes:
             for t in tasks:
                 if not t.node.hidden:
-                    payload = {"id": t.id, "name": t.name, "input": t.input, "triggers": t.triggers}
+                    payload: dict[str, Any] = {
+                        "id": t.id,
+                        "name": t.name,
+                        "input": t.input,
+                        "triggers": t.triggers,
+                    }
                     self.emit("tasks", payload)
                     self._emit_debug("task", payload, step)
         return tasks
@@ -148,7 +157,7 @@ class RunLoop:
         if error is None and "updates" in self.modes:
             self.emit("updates", {task.name: self._task_update(task)})
         if "tasks" in self.modes or "debug" in self.modes:
-            payload = {
+            payload: dict[str, Any] = {
                 "id": task.id,
                 "name": task.name,
                 "error": error,
@@ -168,16 +177,18 @@ class RunLoop:
 
     def _raise_errors(self) -> None:
         errors = sorted(self.errors, key=lambda e: e[0].path)
+        plain: list[Exception] = []
         for _, exc in errors:
-            if isinstance(exc, GraphBubbleUp):
-                raise exc
-        if len(errors) == 1:
-            raise errors[0][1]
+            if not isinstance(exc, Exception):
+                raise exc  # control signals, KeyboardInterrupt, SystemExit: as they are
+            plain.append(exc)
+        if len(plain) == 1:
+            raise plain[0]
         names = ", ".join(repr(t.name) for t, _ in errors)
         raise ExceptionGroup(
-            f"{len(errors)} tasks failed in superstep {errors[0][0].step} ({names}); "
+            f"{len(plain)} tasks failed in superstep {errors[0][0].step} ({names}); "
             "no writes of this superstep were applied",
-            [e for _, e in errors],  # type: ignore[misc]
+            plain,
         )
 
     # -- reading ------------------------------------------------------------------
@@ -213,8 +224,11 @@ class RunLoop:
             "langgraph_step": task.step,
             "langgraph_node": task.name,
             "langgraph_triggers": task.triggers,
-            "langgraph_path": (("__pregel_pull", task.name) if task.path[0] == 0 else
-                               ("__pregel_push", task.path[1])),
+            "langgraph_path": (
+                ("__pregel_pull", task.name)
+                if task.path[0] == 0
+                else ("__pregel_push", task.path[1])
+            ),
             "langgraph_checkpoint_ns": task.namespace,
         }
         return {

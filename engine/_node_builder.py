@@ -56,7 +56,9 @@ class NodeBuilder:
     def read_from(self, *channels: str) -> NodeBuilder:
         """Also read ``channels`` into the input dict, without being triggered by them."""
         if isinstance(self._reads, str):
-            raise ValueError("read_from() cannot follow subscribe_only(): the input is a bare value")
+            raise ValueError(
+                "read_from() cannot follow subscribe_only(): the input is a bare value"
+            )
         self._reads = [*(self._reads or []), *channels]
         return self
 

@@ -91,9 +91,7 @@ class Pregel:
         stream_mode: str = "values",
         name: str = "LangGraph",
     ) -> None:
-        specs = {
-            k: (v.build(k) if isinstance(v, NodeBuilder) else v) for k, v in nodes.items()
-        }
+        specs = {k: (v.build(k) if isinstance(v, NodeBuilder) else v) for k, v in nodes.items()}
         chans = dict(channels)
         for key, ch in chans.items():
             ch.key = key
@@ -185,7 +183,10 @@ class Pregel:
             conf = {
                 **inherited,
                 **conf,
-                "configurable": {**inherited.get("configurable", {}), **conf.get("configurable", {})},
+                "configurable": {
+                    **inherited.get("configurable", {}),
+                    **conf.get("configurable", {}),
+                },
             }
             if context is None:
                 context = parent.run.context
@@ -264,7 +265,9 @@ class Pregel:
         """
         if stream_mode != "values":
             return list(
-                self.stream(input, config, context=context, stream_mode=stream_mode, executor=executor)
+                self.stream(
+                    input, config, context=context, stream_mode=stream_mode, executor=executor
+                )
             )
         loop = self._loop(config, (), context, False)
         for _ in drive_sync(loop, input, executor, loop.config.get("max_concurrency")):
@@ -282,7 +285,8 @@ class Pregel:
         """Async twin of ``invoke``."""
         if stream_mode != "values":
             return [
-                c async for c in self.astream(input, config, context=context, stream_mode=stream_mode)
+                c
+                async for c in self.astream(input, config, context=context, stream_mode=stream_mode)
             ]
         loop = self._loop(config, (), context, False)
         async for _ in drive_async(loop, input, loop.config.get("max_concurrency")):
@@ -343,7 +347,7 @@ def _per_input(
 ) -> list[Mapping[str, Any] | None]:
     if config is None or isinstance(config, Mapping):
         return [config] * n
-    configs = list(config)
+    configs: list[Mapping[str, Any] | None] = list(config)
     if len(configs) != n:
         raise ValueError(f"batch got {n} inputs but {len(configs)} configs; give one per input")
     return configs

@@ -12,7 +12,7 @@ here, so that a superstep never scans all nodes or all channels:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -22,10 +22,9 @@ if TYPE_CHECKING:
     from ._task import Task
 
 
-class Writer(Protocol):
-    """Turns a task's output into channel writes (``task.write(channel, value)``)."""
-
-    def __call__(self, task: Task, output: Any) -> Awaitable[None] | None: ...
+Writer = Callable[["Task", Any], Any]
+"""Turns a task's output into channel writes (``task.write(channel, value)``); may
+return an awaitable, which the async driver awaits."""
 
 
 class ManagedValue(Protocol):

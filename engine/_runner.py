@@ -88,7 +88,7 @@ async def run_async(task: Task, run: RunLoop) -> None:
             first = False
             try:
                 send, error = await awaitable, None
-            except BaseException as exc:  # noqa: BLE001 - thrown back into the steps
+            except BaseException as exc:
                 send, error = None, exc
     finally:
         current_task.reset(token)

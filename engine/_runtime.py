@@ -48,7 +48,7 @@ class Runtime(Generic[ContextT]):
 class TaskContext:
     """Per-task runtime state, reachable from node code through a context variable."""
 
-    __slots__ = ("task", "run", "_config", "writer")
+    __slots__ = ("_config", "run", "task", "writer")
 
     def __init__(self, task: Task, run: RunLoop, writer: StreamWriter) -> None:
         self.task = task

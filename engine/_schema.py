@@ -14,7 +14,7 @@ import dataclasses
 import inspect
 import typing
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, NotRequired, Required, get_origin, get_type_hints
+from typing import Annotated, Any, NotRequired, Required, TypeGuard, get_origin, get_type_hints
 
 from pydantic import BaseModel, ValidationError
 
@@ -24,7 +24,7 @@ from ._managed import is_managed
 from .errors import InvalidNodeReturnError
 
 
-def is_pydantic(schema: Any) -> bool:
+def is_pydantic(schema: Any) -> TypeGuard[type[BaseModel]]:
     return isinstance(schema, type) and issubclass(schema, BaseModel)
 
 

@@ -179,14 +179,7 @@ def _validate(builder: StateGraph, channels: Mapping[str, Any]) -> list[str]:
             problems.append(f"{key!r} is both a state key and a node name; rename one of them")
         if key.startswith("__"):
             problems.append(f"state key {key!r} starts with '__', which is reserved")
-    for src, dst in sorted(builder.edges):
-        for n in (src, dst):
-            if n not in known:
-                problems.append(f"edge {src!r} -> {dst!r} uses unknown node {n!r}")
-    for starts, dst in sorted(builder.waiting_edges):
-        for n in (*starts, dst):
-            if n not in known:
-                problems.append(f"join edge {list(starts)!r} -> {dst!r} uses unknown node {n!r}")
+    problems += _unknown_nodes(builder, known)
     for src, branches in sorted(builder.branches.items()):
         if src not in known:
             problems.append(f"conditional edge from unknown node {src!r}")
@@ -206,9 +199,22 @@ def _validate(builder: StateGraph, channels: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _unknown_nodes(builder: StateGraph, known: set[str]) -> list[str]:
+    problems = []
+    for src, dst in sorted(builder.edges):
+        for n in (src, dst):
+            if n not in known:
+                problems.append(f"edge {src!r} -> {dst!r} uses unknown node {n!r}")
+    for starts, dst in sorted(builder.waiting_edges):
+        for n in (*starts, dst):
+            if n not in known:
+                problems.append(f"join edge {list(starts)!r} -> {dst!r} uses unknown node {n!r}")
+    return problems
+
+
 def _unreachable(builder: StateGraph) -> list[str]:
     """Nodes no path from START can reach (edges, joins, branches, Command targets)."""
-    g = nx.DiGraph()
+    g: nx.DiGraph[str] = nx.DiGraph()
     g.add_nodes_from([START, *builder.nodes, END])
     everything = [*builder.nodes, END]
     g.add_edges_from(builder.edges)
@@ -253,7 +259,9 @@ _MISSING = object()
 
 
 def _lower(
-    builder: StateGraph, state_channels: dict[str, BaseChannel[Any, Any, Any]], managed: dict[str, type]
+    builder: StateGraph,
+    state_channels: dict[str, BaseChannel[Any, Any, Any]],
+    managed: dict[str, type],
 ) -> Program:
     channels: dict[str, BaseChannel[Any, Any, Any]] = dict(state_channels)
     channels[START] = EphemeralValue(Any, key=START)
@@ -261,7 +269,9 @@ def _lower(
     for name, node in builder.nodes.items():
         key = f"branch:to:{name}"
         channels[key] = (
-            LastValueAfterFinish(Any, key=key) if node.defer else EphemeralValue(Any, False, key=key)
+            LastValueAfterFinish(Any, key=key)
+            if node.defer
+            else EphemeralValue(Any, False, key=key)
         )
     joins: dict[str, list[tuple[str, str]]] = {}  # source -> [(channel, own name)]
     join_triggers: dict[str, list[str]] = {}
@@ -305,7 +315,9 @@ def _lower(
             state_writer = _StateWriter(name, lenient=sub, **writer_args)  # type: ignore[arg-type]
             writers.insert(0, state_writer)
             specs[name] = _node_spec(builder, node, writers, join_triggers, managed)
-    return Program.build(specs, channels, START, tuple(builder.schemas[builder.output_schema].keys), state_keys)
+    return Program.build(
+        specs, channels, START, tuple(builder.schemas[builder.output_schema].keys), state_keys
+    )
 
 
 def _start_node(builder: StateGraph, writers: list[Writer]) -> NodeSpec:
@@ -414,9 +426,7 @@ class _InputWriter:
             try:
                 value = schema.schema.model_validate(value)
             except ValidationError as exc:
-                raise InvalidInputError(
-                    f"the input does not match {schema.name}: {exc}"
-                ) from exc
+                raise InvalidInputError(f"the input does not match {schema.name}: {exc}") from exc
         pairs = schema.updates_from(value)
         if pairs is None:
             if not isinstance(value, dict):
@@ -437,7 +447,7 @@ class _InputWriter:
 class _StateWriter:
     """Turns what a node returned into state writes and routing (Command.goto)."""
 
-    __slots__ = ("node", "keys", "schemas", "nodes", "validator", "lenient")
+    __slots__ = ("keys", "lenient", "node", "nodes", "schemas", "validator")
 
     def __init__(
         self,

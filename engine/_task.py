@@ -30,17 +30,17 @@ class Task:
 
     __slots__ = (
         "id",
+        "input",
+        "kind",
         "name",
         "node",
-        "input",
-        "triggers",
-        "path",
-        "step",
-        "writes",
         "parent_ns",
-        "kind",
+        "path",
         "reader",
         "state_writes",
+        "step",
+        "triggers",
+        "writes",
     )
 
     def __init__(

@@ -37,7 +37,7 @@ class Send:
         Send(node='grade', arg={'essay': '...'})
     """
 
-    __slots__ = ("node", "arg")
+    __slots__ = ("arg", "node")
 
     def __init__(self, node: str, arg: Any) -> None:
         self.node = node

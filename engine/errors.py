@@ -13,8 +13,8 @@ handing a ``Command`` to its parent) subclass ``BaseException`` so that a node's
       InvalidNodeReturnError             a node returned something the graph cannot apply
       GraphRecursionError                (also a RecursionError) the step limit would be exceeded
     InvalidUpdateError                   (stepgraph.channels) a channel rejected a step's writes
-    EmptyChannelError                    (stepgraph.channels) a channel was read before it had a value
-    GraphBubbleUp(BaseException)         control signals, never raised to the caller
+    EmptyChannelError                    (stepgraph.channels) a channel was read while empty
+    GraphBubbleUp(BaseException)         control signals, never reach the caller
       ParentCommand                      a subgraph node returned Command(graph=Command.PARENT)
 
 Errors raised by a node's own code reach the caller unchanged, with a note

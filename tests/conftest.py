@@ -15,12 +15,16 @@ class Driver:
     def __init__(self, kind: str) -> None:
         self.kind = kind
 
-    def invoke(self, graph: Any, input: Any, config: Mapping[str, Any] | None = None, **kw: Any) -> Any:
+    def invoke(
+        self, graph: Any, input: Any, config: Mapping[str, Any] | None = None, **kw: Any
+    ) -> Any:
         if self.kind == "sync":
             return graph.invoke(input, config, **kw)
         return asyncio.run(graph.ainvoke(input, config, **kw))
 
-    def stream(self, graph: Any, input: Any, config: Mapping[str, Any] | None = None, **kw: Any) -> list[Any]:
+    def stream(
+        self, graph: Any, input: Any, config: Mapping[str, Any] | None = None, **kw: Any
+    ) -> list[Any]:
         if self.kind == "sync":
             return list(graph.stream(input, config, **kw))
 
@@ -29,7 +33,9 @@ class Driver:
 
         return asyncio.run(collect())
 
-    def stream_into(self, sink: list[Any], graph: Any, input: Any, config: Any = None, **kw: Any) -> None:
+    def stream_into(
+        self, sink: list[Any], graph: Any, input: Any, config: Any = None, **kw: Any
+    ) -> None:
         """Like ``stream``, but appends chunks to ``sink`` as they arrive (kept on errors)."""
         if self.kind == "sync":
             for chunk in graph.stream(input, config, **kw):

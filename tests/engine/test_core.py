@@ -9,7 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stepgraph.channels import BinaryOperatorAggregate, EphemeralValue, InvalidUpdateError, LastValue
+from stepgraph.channels import (
+    BinaryOperatorAggregate,
+    EphemeralValue,
+    InvalidUpdateError,
+    LastValue,
+)
 from stepgraph.engine import NodeBuilder, Pregel
 from stepgraph.engine._core import Core
 from stepgraph.engine._ids import task_id
@@ -18,7 +23,10 @@ from stepgraph.engine._ids import task_id
 def ring(n: int) -> Pregel:
     """n nodes in a chain; node i reads c{i} and writes c{i+1}; plus a sink 'total'."""
     nodes = {
-        f"n{i}": NodeBuilder().subscribe_only(f"c{i}").do(lambda x: x + 1).write_to(f"c{i + 1}", total=1)
+        f"n{i}": NodeBuilder()
+        .subscribe_only(f"c{i}")
+        .do(lambda x: x + 1)
+        .write_to(f"c{i + 1}", total=1)
         for i in range(n)
     }
     channels: dict[str, Any] = {f"c{i}": EphemeralValue(int) for i in range(n + 1)}
@@ -75,8 +83,7 @@ def test_ephemeral_channels_clear_after_a_step() -> None:
 def test_writes_apply_in_task_path_order_not_completion_order() -> None:
     program = Pregel(
         nodes={
-            name: NodeBuilder().subscribe_only("start").write_to("log")
-            for name in ("b", "c", "a")
+            name: NodeBuilder().subscribe_only("start").write_to("log") for name in ("b", "c", "a")
         },
         channels={"start": EphemeralValue(Any), "log": BinaryOperatorAggregate(list, operator.add)},
         input_channels="start",

@@ -81,7 +81,13 @@ def test_tasks_and_debug_modes(driver: Any) -> None:
     ]
     start, end = tasks[0], tasks[1]
     assert start["input"] == {"log": []} and start["triggers"] == ("branch:to:a",)
-    assert end == {"id": start["id"], "name": "a", "error": None, "result": {"log": ["a"]}, "interrupts": []}
+    assert end == {
+        "id": start["id"],
+        "name": "a",
+        "error": None,
+        "result": {"log": ["a"]},
+        "interrupts": [],
+    }
     assert [(d["type"], d["step"]) for d in debug] == [
         ("task", 1),
         ("task_result", 1),
@@ -112,7 +118,9 @@ def test_writer_is_a_no_op_without_custom_mode(driver: Any) -> None:
     g = StateGraph(Log)
     g.add_node(talk)
     g.add_edge(START, "talk")
-    assert driver.stream(g.compile(), {"log": []}, stream_mode="updates") == [{"talk": {"log": ["t"]}}]
+    assert driver.stream(g.compile(), {"log": []}, stream_mode="updates") == [
+        {"talk": {"log": ["t"]}}
+    ]
 
 
 def test_subgraph_streaming_adds_namespaces(driver: Any) -> None:

@@ -419,9 +419,7 @@ def test_subgraph_node_shares_keys_with_parent(driver: Any) -> None:
     g.add_edge("before", "sub")
     # The subgraph returns its whole state; with operator.add the parent's items come
     # back too (the same behaviour as LangGraph's).
-    assert driver.invoke(g.compile(), {"log": []}) == {
-        "log": ["before", "before", "s1", "s2"]
-    }
+    assert driver.invoke(g.compile(), {"log": []}) == {"log": ["before", "before", "s1", "s2"]}
 
 
 def test_command_parent_from_subgraph(driver: Any) -> None:
@@ -429,7 +427,9 @@ def test_command_parent_from_subgraph(driver: Any) -> None:
         log: Annotated[list[str], operator.add]
 
     inner = StateGraph(Sub)
-    inner.add_node("escape", lambda s: Command(graph=Command.PARENT, goto="after", update={"log": ["escaped"]}))
+    inner.add_node(
+        "escape", lambda s: Command(graph=Command.PARENT, goto="after", update={"log": ["escaped"]})
+    )
     inner.add_edge(START, "escape")
 
     g = StateGraph(Log)
