@@ -1,0 +1,38 @@
+"""Every Python code block in README.md and docs/*.md runs, in order, per file.
+
+Blocks of one file share a namespace (later blocks use what earlier ones defined), so a
+page reads like a session. Blocks whose info string is ``python no-run`` are skipped.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"^```python[ \t]*(?P<info>[^\n]*)\n(?P<code>.*?)^```", re.M | re.S)
+
+
+def blocks(page: Path) -> list[str]:
+    return [m["code"] for m in BLOCK.finditer(page.read_text()) if "no-run" not in m["info"]]
+
+
+def test_every_page_has_code() -> None:
+    assert [p.name for p in PAGES if not blocks(p)] == ["performance.md"]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_page_examples_run(page: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A real module, so that annotations and pickling resolve names as in a script.
+    module = types.ModuleType(f"docs_{page.stem.replace('-', '_')}")
+    sys.modules[module.__name__] = module
+    try:
+        for i, code in enumerate(blocks(page), 1):
+            exec(compile(code, f"{page.name}[block {i}]", "exec"), module.__dict__)
+    finally:
+        del sys.modules[module.__name__]
