@@ -56,7 +56,7 @@ class Core:
         versions: Mapping[str, int] | None = None,
         versions_seen: Mapping[str, Mapping[str, int]] | None = None,
         checkpoint_id: str | None = None,
-        new_checkpoint_id: Callable[[int], str] | None = None,
+        new_checkpoint_id: Callable[[int], str] | None = None,  # seq -> id
     ) -> None:
         self.program = program
         self.namespace = namespace
@@ -66,8 +66,11 @@ class Core:
             k: dict(v) for k, v in (versions_seen or {}).items()
         }
         self.max_version = max(self.versions.values(), default=0)
+        # Checkpoint ids are made lazily (most runs never look at them) but fixed at
+        # the barrier: id number ``seq`` is always built from the same inputs.
         self._new_id = new_checkpoint_id or _ids.CheckpointIds()
-        self.checkpoint_id = checkpoint_id or self._new_id(step)
+        self._seq = 0
+        self._ids: dict[int, str] = {0: checkpoint_id} if checkpoint_id else {}
         self.channels: dict[str, BaseChannel[Any, Any, Any]] = {}
         self._live_clearing: set[str] = set()
         for key, value in (channel_values or {}).items():
@@ -82,6 +85,17 @@ class Core:
         # The first superstep this run may not execute; the run loop sets it once
         # the input is applied (recursion limit). Managed values read it.
         self.stop = step + 1 + 10_000
+
+    @property
+    def checkpoint_id(self) -> str:
+        """The id of the checkpoint the next superstep starts from."""
+        return self.checkpoint_id_of(self._seq)
+
+    def checkpoint_id_of(self, seq: int) -> str:
+        cid = self._ids.get(seq)
+        if cid is None:
+            cid = self._ids[seq] = self._new_id(seq)
+        return cid
 
     # -- channels -----------------------------------------------------------------
 
@@ -167,8 +181,7 @@ class Core:
             value = self.read(node.reads)
             for key, managed in node.managed.items():
                 value[key] = managed.compute(step, self.stop)
-        tid = _ids.task_id(self.checkpoint_id, self.namespace, step, node.name, PULL, *triggers)
-        return self._make_task(node, value, triggers, (0, node.name), step, tid, PULL)
+        return self._make_task(node, value, triggers, (0, node.name), step, PULL)
 
     def _push_task(self, packet: Send, idx: int, step: int) -> Task:
         node = self.program.nodes.get(packet.node)
@@ -179,8 +192,7 @@ class Core:
                 reason=f"Send targets unknown node {packet.node!r} (known nodes: {known})",
                 hint="Send to one of the graph's node names",
             )
-        tid = _ids.task_id(self.checkpoint_id, self.namespace, step, node.name, PUSH, str(idx))
-        return self._make_task(node, packet.arg, _PUSH_TRIGGERS, (1, idx), step, tid, PUSH)
+        return self._make_task(node, packet.arg, _PUSH_TRIGGERS, (1, idx), step, PUSH)
 
     def _make_task(
         self,
@@ -189,11 +201,11 @@ class Core:
         triggers: tuple[str, ...],
         path: tuple[Any, ...],
         step: int,
-        tid: str,
         kind: str,
     ) -> Task:
         return Task(
-            id=tid,
+            core=self,
+            seq=self._seq,
             node=node,
             input=value,
             triggers=triggers,
@@ -201,7 +213,6 @@ class Core:
             step=step,
             parent_ns=self.namespace,
             kind=kind,
-            reader=self.read_fresh,
         )
 
     # -- the barrier --------------------------------------------------------------
@@ -260,14 +271,15 @@ class Core:
             self._clear_ephemeral(grouped, changed)
         updated = {ch for ch in changed if channels[ch].is_available()}
         self._candidates = self._nodes_to_check(updated)
-        if tasks and not self._has_work(updated):
+        if tasks and program.finish_channels and not self._has_work(updated):
             self._finish(changed, updated)
         if changed:
             version = self.max_version = self.max_version + 1
             versions = self.versions
             for ch in changed:
                 versions[ch] = version
-        self.checkpoint_id = self._new_id(self.step)
+        self._seq += 1
+        self._ids.pop(self._seq - 2, None)  # tasks of the last step may still ask for theirs
         self.updated = frozenset(updated)
         return self.updated
 

@@ -59,27 +59,25 @@ _random = random.Random()
 
 
 class CheckpointIds:
-    """Checkpoint ids for one run: time-ordered UUIDs, cheaper than ``checkpoint_id``.
+    """The checkpoint ids of one run: time-ordered UUIDs, numbered by barrier.
 
-    The clock is read once per run; later ids add one 100 ns tick each, so they keep
-    increasing and stay unique (the random node bits keep runs apart).
+    The clock is read once per run; id number ``seq`` adds ``seq`` 100 ns ticks, so ids
+    increase with ``seq`` whatever order they are asked for in, and the random node
+    bits keep runs apart.
     """
 
-    __slots__ = ("_base", "_n", "_node")
+    __slots__ = ("_base", "_node")
 
     def __init__(self) -> None:
-        first = checkpoint_id(0).replace("-", "")
-        value = int(first, 16)
+        value = int(checkpoint_id(0).replace("-", ""), 16)
         self._base = ((value >> 80) << 12) | ((value >> 64) & 0x0FFF)  # 60-bit timestamp
         self._node = value & ((1 << 48) - 1)
-        self._n = 0
 
-    def __call__(self, step: int) -> str:
+    def __call__(self, seq: int) -> str:
         global _last_ts
-        self._n += 1
-        ts = self._base + self._n
+        ts = self._base + seq
         if ts > _last_ts:  # keep later runs' ids above this run's (no lock: best effort)
             _last_ts = ts
         value = ((ts >> 12) << 80) | (0x6 << 76) | ((ts & 0x0FFF) << 64)
-        value |= (0x2 << 62) | ((step & 0x3FFF) << 48) | self._node
+        value |= (0x2 << 62) | ((seq & 0x3FFF) << 48) | self._node
         return _as_uuid(f"{value:032x}")

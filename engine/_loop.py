@@ -198,8 +198,6 @@ class RunLoop:
         return self.graph._read_output(self.core)
 
     def _task_update(self, task: Task) -> Any:
-        if task.state_writes is not None:
-            return task.state_writes
         return self.graph._map_update(task.writes)
 
     def _task_result(self, task: Task) -> dict[str, Any]:

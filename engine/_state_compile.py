@@ -468,6 +468,8 @@ class _StateWriter:
         self.lenient = lenient
 
     def __call__(self, task: Task, output: Any) -> None:
+        if output is None:
+            return
         updates, gotos = self.parse(output, task.step)
         if output.__class__ is Command and output.graph == Command.PARENT:
             ctx = current_task.get()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._ids import task_id
+
 if TYPE_CHECKING:
+    from ._core import Core
     from ._program import NodeSpec
 
 PULL = "pull"  # triggered by channel updates; reads its input from channels
@@ -29,7 +32,9 @@ class Task:
     """
 
     __slots__ = (
-        "id",
+        "_id",
+        "core",
+        "seq",
         "input",
         "kind",
         "name",
@@ -46,7 +51,8 @@ class Task:
     def __init__(
         self,
         *,
-        id: str,
+        core: Core,
+        seq: int,
         node: NodeSpec,
         input: Any,
         triggers: tuple[str, ...],
@@ -54,9 +60,10 @@ class Task:
         step: int,
         parent_ns: str,
         kind: str,
-        reader: Callable[[Task, Sequence[str] | str], Any],
     ) -> None:
-        self.id = id
+        self._id: str | None = None
+        self.core = core
+        self.seq = seq
         self.name = node.name
         self.node = node
         self.input = input
@@ -66,9 +73,15 @@ class Task:
         self.writes: list[tuple[str, Any]] = []
         self.parent_ns = parent_ns
         self.kind = kind
-        self.reader = reader
-        # The state updates as the node returned them, for the "updates" stream.
-        self.state_writes: Any = None
+
+    @property
+    def id(self) -> str:
+        """The deterministic task id (computed on first use: cheap tasks never pay for it)."""
+        if self._id is None:
+            parts = self.triggers if self.kind == PULL else (str(self.path[1]),)
+            ckpt = self.core.checkpoint_id_of(self.seq)
+            self._id = task_id(ckpt, self.core.namespace, self.step, self.name, self.kind, *parts)
+        return self._id
 
     @property
     def namespace(self) -> str:
@@ -82,7 +95,7 @@ class Task:
 
     def read_fresh(self, select: Sequence[str] | str) -> Any:
         """Read channels as this task's own writes so far would leave them."""
-        return self.reader(self, select)
+        return self.core.read_fresh(self, select)
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r}, step={self.step}, id={self.id!r})"

@@ -148,7 +148,7 @@ def test_replanning_from_the_same_checkpoint_gives_the_same_ids() -> None:
     program = ring(2).program
     ids = []
     for _ in range(2):
-        core = Core(program, checkpoint_id="fixed", new_checkpoint_id=lambda step: f"id{step}")
+        core = Core(program, checkpoint_id="fixed", new_checkpoint_id=lambda seq: f"id{seq}")
         core.apply_input([("c0", 1)])
         ids.append([t.id for t in core.plan()])
     assert ids[0] == ids[1]
