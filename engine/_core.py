@@ -152,7 +152,7 @@ class Core:
         step = self.step + 1
         tasks: list[Task] = []
         candidates = self.program.nodes.keys() if self._candidates is None else self._candidates
-        for name in sorted(candidates):
+        for name in sorted(candidates) if len(candidates) > 1 else candidates:
             node = self.program.nodes[name]
             triggers = self._fired_triggers(node)
             if triggers:
@@ -298,17 +298,18 @@ class Core:
         # Channels that clear themselves when a step passes without writes to them
         # (EphemeralValue, non-accumulating Topic): only those holding a value now.
         channels = self.channels
-        live: set[str] = set()
-        for ch in self._live_clearing:
-            if ch not in grouped and channels[ch].update([]):
-                changed.add(ch)
-            if channels[ch].is_available():
-                live.add(ch)
+        live = self._live_clearing
+        if live:
+            for ch in tuple(live):
+                c = channels[ch]
+                if ch not in grouped and c.update([]):
+                    changed.add(ch)
+                if not c.is_available():
+                    live.discard(ch)
         clearing = self.program.clearing_channels
         for ch in grouped:  # the written channels, never the graph-sized set
             if ch in clearing and channels[ch].is_available():
                 live.add(ch)
-        self._live_clearing = live
 
     def _nodes_to_check(self, updated: Iterable[str]) -> set[str]:
         t2n = self.program.trigger_to_nodes

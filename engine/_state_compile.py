@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -137,6 +138,12 @@ def compile_state_graph(
     problems = [*builder.problems, *problems]
     before = _interrupt_names(interrupt_before, builder, "interrupt_before", problems)
     after = _interrupt_names(interrupt_after, builder, "interrupt_after", problems)
+    if before or after:
+        problems.append(
+            "interrupt_before/interrupt_after pause the run and resume it later, which needs "
+            "a checkpointer; this version of stepgraph has none yet"
+        )
+    _warn_unapplied_policies(builder)
     problems += _validate(builder, channels)
     if problems:
         raise GraphBuildError(problems, graph=f"graph {name!r}")
@@ -151,6 +158,18 @@ def compile_state_graph(
         interrupt_before=before,
         interrupt_after=after,
     )
+
+
+def _warn_unapplied_policies(builder: StateGraph) -> None:
+    for name, node in builder.nodes.items():
+        for what in ("retry_policy", "cache_policy"):
+            if getattr(node, what) is not None:
+                warnings.warn(
+                    f"{what} of node {name!r} is recorded but not applied: this version of "
+                    "stepgraph does not retry or cache nodes yet",
+                    UserWarning,
+                    stacklevel=4,
+                )
 
 
 def _interrupt_names(

@@ -41,8 +41,9 @@ def test_every_problem_is_reported_at_once() -> None:
     assert "'bad|name'" in text
     assert "unknown node 'ghost'" in text
     assert "interrupt_before names unknown node 'nobody'" in text
+    assert "needs a checkpointer" in text
     assert "no entry point" in text
-    assert len(problems) == 7
+    assert len(problems) == 8
     assert str(len(problems)) in str(GraphBuildError(problems))
 
 
@@ -144,3 +145,11 @@ def test_error_pickles() -> None:
     err = GraphBuildError(["one", "two"], graph="g")
     again = pickle.loads(pickle.dumps(err))
     assert again.problems == ("one", "two") and str(again) == str(err)
+
+
+def test_policies_that_are_not_applied_yet_warn() -> None:
+    g = StateGraph(S)
+    g.add_node("a", noop, retry_policy=object())
+    g.add_edge(START, "a")
+    with pytest.warns(UserWarning, match="retry_policy of node 'a' is recorded but not applied"):
+        g.compile()
