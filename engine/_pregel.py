@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
@@ -101,6 +102,14 @@ class Pregel:
             chans[TASKS] = Topic(object)
             chans[TASKS].key = TASKS
         self._check_low_level(specs, chans, input_channels, output_channels)
+        for name, spec in specs.items():
+            if spec.retry_policy is not None or spec.cache_policy is not None:
+                warnings.warn(
+                    f"retry/cache policies of node {name!r} are recorded but not applied: "
+                    "this version of stepgraph does not retry or cache nodes yet",
+                    UserWarning,
+                    stacklevel=2,
+                )
         self.program = Program.build(specs, chans, input_channels, output_channels, stream_channels)
         self.default_stream_mode = stream_mode
         self.name = name

@@ -109,3 +109,14 @@ def test_bad_definitions_are_reported_together() -> None:
 def test_node_without_subscription() -> None:
     with pytest.raises(ValueError, match="subscribes to no channel"):
         NodeBuilder().do(lambda x: x).build("lonely")
+
+
+def test_policies_warn_until_they_are_applied() -> None:
+    node = NodeBuilder().subscribe_only("a").write_to("b").add_retry_policies(object())
+    with pytest.warns(UserWarning, match="not applied"):
+        Pregel(
+            nodes={"n": node},
+            channels={"a": EphemeralValue(int), "b": LastValue(int)},
+            input_channels="a",
+            output_channels="b",
+        )
