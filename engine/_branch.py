@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
@@ -89,13 +89,20 @@ class Branch:
         state_keys: Sequence[str],
         to_state: Callable[[Any], Any] | None,
         nodes: frozenset[str],
+        managed: Mapping[str, Any],
     ) -> Callable[[Task, Any], Any]:
-        """The node writer that evaluates this branch after its source node ran."""
+        """The node writer that evaluates this branch after its source node ran.
+
+        The path function sees the state as the source node's own writes left it,
+        plus the managed values (remaining steps, last step) of that superstep.
+        """
         inject = injection_for(self.path)
         branch = self
 
         def write(task: Task, output: Any) -> Any:
             state = task.read_fresh(state_keys)
+            for key, manager in managed.items():
+                state[key] = manager.compute(task.step, task.core.stop)
             if to_state is not None:
                 state = to_state(state)
             result = call_with_injection(branch.path, state, inject)

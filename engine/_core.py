@@ -99,6 +99,10 @@ class Core:
 
     # -- channels -----------------------------------------------------------------
 
+    def channel(self, key: str) -> BaseChannel[Any, Any, Any]:
+        """The run's instance of channel ``key`` (made on first use)."""
+        return self.channels.get(key) or self._channel(key)
+
     def _channel(self, key: str) -> BaseChannel[Any, Any, Any]:
         ch = self.channels.get(key)
         if ch is None:
@@ -118,9 +122,10 @@ class Core:
         if isinstance(select, str):
             return wrap(self._channel(select).get())
         out: dict[str, Any] = {}
+        channels = self.channels
         for key in select:
-            ch = self.channels.get(key)
-            if ch is not None and ch.is_available():
+            ch = channels.get(key) or self._channel(key)
+            if ch.is_available():
                 out[key] = wrap(ch.get())
         return out
 
@@ -154,34 +159,34 @@ class Core:
         candidates = self.program.nodes.keys() if self._candidates is None else self._candidates
         for name in sorted(candidates) if len(candidates) > 1 else candidates:
             node = self.program.nodes[name]
-            triggers = self._fired_triggers(node)
-            if triggers:
-                tasks.append(self._pull_task(node, triggers, step))
+            if self._triggered(node):
+                tasks.append(self._pull_task(node, step))
         tasks_ch = self.channels.get(TASKS)
         if tasks_ch is not None and tasks_ch.is_available():
             for idx, packet in enumerate(tasks_ch.get()):
                 tasks.append(self._push_task(packet, idx, step))
         return tasks
 
-    def _fired_triggers(self, node: NodeSpec) -> tuple[str, ...]:
+    def _triggered(self, node: NodeSpec) -> bool:
         seen = self.versions_seen.get(node.name, {})
-        fired = []
         for ch in node.triggers:
             version = self.versions.get(ch)
             if version is not None and version > seen.get(ch, 0):
                 c = self.channels.get(ch)
                 if c is not None and c.is_available():
-                    fired.append(ch)
-        return tuple(fired)
+                    return True
+        return False
 
-    def _pull_task(self, node: NodeSpec, triggers: tuple[str, ...], step: int) -> Task:
-        if isinstance(node.reads, str):
-            value = self.read(node.reads)
-        else:
-            value = self.read(node.reads)
+    def _pull_task(self, node: NodeSpec, step: int) -> Task:
+        # A PULL task's triggers are all of its node's trigger channels (sorted), and
+        # the barrier marks all of them seen: the node has caught up with everything.
+        value = self.read(node.reads)
+        if node.managed:
             for key, managed in node.managed.items():
                 value[key] = managed.compute(step, self.stop)
-        return self._make_task(node, value, triggers, (0, node.name), step, PULL)
+        if node.mapper is not None:
+            value = node.mapper(value)
+        return self._make_task(node, value, node.triggers, (0, node.name), step, PULL)
 
     def _push_task(self, packet: Send, idx: int, step: int) -> Task:
         node = self.program.nodes.get(packet.node)
@@ -236,7 +241,9 @@ class Core:
                 if seen is None:
                     seen = self.versions_seen[task.name] = {}
                 for ch in task.triggers:
-                    seen[ch] = versions[ch]
+                    version = versions.get(ch)
+                    if version is not None:
+                        seen[ch] = version
         return self._apply(ordered, [(t.name, t.writes) for t in ordered])
 
     def _apply(

@@ -40,6 +40,7 @@ class RunLoop:
         context: Any = None,
         parent: TaskContext | None = None,
         subgraphs: bool = False,
+        output_keys: str | tuple[str, ...] | None = None,
     ) -> None:
         self.graph = graph
         self.config = config
@@ -65,11 +66,11 @@ class RunLoop:
         self.is_async = False  # set by the async driver; subgraph nodes follow it
         self._first_step = 0
         self._stream_keys = set(graph.program.stream_channels)
-        self._output_keys = (
-            {graph.program.output_channels}
-            if isinstance(graph.program.output_channels, str)
-            else set(graph.program.output_channels)
-        )
+        # What "values" chunks and "updates" payloads show: the state keys when
+        # streaming, the output keys when invoked (as LangGraph does).
+        keys = graph.program.output_channels if output_keys is None else output_keys
+        self.output_keys = keys
+        self._output_set = {keys} if isinstance(keys, str) else set(keys)
 
     # -- stream -------------------------------------------------------------------
 
@@ -172,8 +173,8 @@ class RunLoop:
         if self.errors:
             self._raise_errors()
         updated = self.core.commit(self.tasks)
-        if "values" in self.modes and not updated.isdisjoint(self._output_keys):
-            self.emit("values", self.output())
+        if "values" in self.modes and not updated.isdisjoint(self._output_set):
+            self.emit("values", self.graph._read(self.core, self.output_keys))
 
     def _raise_errors(self) -> None:
         errors = sorted(self.errors, key=lambda e: e[0].path)
@@ -195,10 +196,10 @@ class RunLoop:
 
     def output(self) -> Any:
         """The run's output: the output channel's value, or a dict of output keys."""
-        return self.graph._read_output(self.core)
+        return self.graph._read(self.core, self.graph.program.output_channels)
 
     def _task_update(self, task: Task) -> Any:
-        return self.graph._map_update(task.writes)
+        return self.graph._map_update(task.writes, self.output_keys)
 
     def _task_result(self, task: Task) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -219,13 +220,14 @@ class RunLoop:
         base = self.config
         metadata = {
             **base.get("metadata", {}),
+            **task.node.metadata,
             "langgraph_step": task.step,
             "langgraph_node": task.name,
             "langgraph_triggers": task.triggers,
             "langgraph_path": (
                 ("__pregel_pull", task.name)
                 if task.path[0] == 0
-                else ("__pregel_push", task.path[1])
+                else ("__pregel_push", task.path[1], False)
             ),
             "langgraph_checkpoint_ns": task.namespace,
         }

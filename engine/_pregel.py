@@ -162,15 +162,16 @@ class Pregel:
             )
         return list(input.items())
 
-    def _read_output(self, core: Core) -> Any:
-        chans = self.program.output_channels
-        if isinstance(chans, str):
-            ch = core.channels.get(chans)
-            return ch.get() if ch is not None and ch.is_available() else None
-        return core.read(chans, detach=False)
+    def _read(self, core: Core, keys: str | tuple[str, ...]) -> Any:
+        if isinstance(keys, str):
+            ch = core.channel(keys)
+            return ch.get() if ch.is_available() else None
+        return core.read(keys, detach=False)
 
-    def _map_update(self, writes: Sequence[tuple[str, Any]]) -> Any:
-        keys = set(self.program.stream_channels)
+    def _map_update(self, writes: Sequence[tuple[str, Any]], keys: str | tuple[str, ...]) -> Any:
+        if isinstance(keys, str):
+            found = [v for ch, v in writes if ch == keys]
+            return found[-1] if found else None
         update = {ch: v for ch, v in writes if ch in keys}
         return update or None
 
@@ -182,6 +183,7 @@ class Pregel:
         modes: Sequence[str],
         context: Any,
         subgraphs: bool,
+        output_keys: str | tuple[str, ...] | None = None,
     ) -> RunLoop:
         parent = current_task.get()
         conf = normalize_config(config)
@@ -207,10 +209,16 @@ class Pregel:
             context=self._coerce_context(context),
             parent=parent,
             subgraphs=subgraphs,
+            output_keys=output_keys,
         )
 
     def _coerce_context(self, context: Any) -> Any:
         return context
+
+    def _stream_keys(self) -> str | tuple[str, ...]:
+        # A graph with a single output channel streams that channel's bare value.
+        outs = self.program.output_channels
+        return outs if isinstance(outs, str) else self.program.stream_channels
 
     def stream(
         self,
@@ -238,7 +246,7 @@ class Pregel:
                 pool (it is not shut down).
         """
         single, modes = _modes(stream_mode or self.default_stream_mode)
-        loop = self._loop(config, modes, context, subgraphs)
+        loop = self._loop(config, modes, context, subgraphs, self._stream_keys())
         mc = loop.config.get("max_concurrency")
         for chunk in drive_sync(loop, input, executor, mc):
             yield _shape(chunk, single, subgraphs)
@@ -254,7 +262,7 @@ class Pregel:
     ) -> AsyncIterator[Any]:
         """Async twin of ``stream``: tasks run as asyncio tasks, sync nodes in threads."""
         single, modes = _modes(stream_mode or self.default_stream_mode)
-        loop = self._loop(config, modes, context, subgraphs)
+        loop = self._loop(config, modes, context, subgraphs, self._stream_keys())
         async for chunk in drive_async(loop, input, loop.config.get("max_concurrency")):
             yield _shape(chunk, single, subgraphs)
 
@@ -273,11 +281,10 @@ class Pregel:
         output keys); with another mode, the list of that mode's chunks.
         """
         if stream_mode != "values":
-            return list(
-                self.stream(
-                    input, config, context=context, stream_mode=stream_mode, executor=executor
-                )
-            )
+            single, modes = _modes(stream_mode)
+            loop = self._loop(config, modes, context, False)
+            mc = loop.config.get("max_concurrency")
+            return [_shape(c, single, False) for c in drive_sync(loop, input, executor, mc)]
         loop = self._loop(config, (), context, False)
         for _ in drive_sync(loop, input, executor, loop.config.get("max_concurrency")):
             pass
@@ -293,10 +300,10 @@ class Pregel:
     ) -> Any:
         """Async twin of ``invoke``."""
         if stream_mode != "values":
-            return [
-                c
-                async for c in self.astream(input, config, context=context, stream_mode=stream_mode)
-            ]
+            single, modes = _modes(stream_mode)
+            loop = self._loop(config, modes, context, False)
+            mc = loop.config.get("max_concurrency")
+            return [_shape(c, single, False) async for c in drive_async(loop, input, mc)]
         loop = self._loop(config, (), context, False)
         async for _ in drive_async(loop, input, loop.config.get("max_concurrency")):
             pass

@@ -13,7 +13,7 @@ here, so that a superstep never scans all nodes or all channels:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from stepgraph.channels import BaseChannel
@@ -44,8 +44,8 @@ class NodeSpec:
         reads: the channel(s) read as the node's input: one name gives the bare
             value, a tuple gives a dict of the available ones.
         proc: the node's function, called with the (mapped) input; may be async.
-        mapper: turns the raw input dict into what ``proc`` expects (for example
-            a pydantic model), or None.
+        mapper: turns the raw input dict of a PULL task into what ``proc`` expects
+            (for example a pydantic model), or None; applied when the task is planned.
         writers: run after ``proc``, in order, to turn its output into writes.
         managed: state keys computed at read time (remaining steps, last step).
         hidden: internal node (START), left out of streams and drawings.
@@ -94,6 +94,10 @@ class Program:
         stream_channels: Sequence[str] | None = None,
     ) -> Program:
         """Compute the indexes once and freeze everything."""
+        nodes = {
+            k: n if list(n.triggers) == sorted(n.triggers) else replace(n, triggers=tuple(sorted(n.triggers)))
+            for k, n in nodes.items()
+        }
         t2n: dict[str, list[str]] = {}
         for name in sorted(nodes):
             for ch in nodes[name].triggers:

@@ -28,11 +28,8 @@ Steps = Generator[Awaitable[Any], Any, None]
 def task_steps(task: Task, run: RunLoop) -> Steps:
     """Call the node, then its writers; yield every awaitable they return."""
     node = task.node
-    value = task.input
-    if node.mapper is not None:
-        value = node.mapper(value)
     try:
-        output = node.proc(value)
+        output = node.proc(task.input)
         if inspect.isawaitable(output):
             output = yield output
     except ParentCommand as bubble:

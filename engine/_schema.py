@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from stepgraph.channels import MISSING, BaseChannel, BinaryOperatorAggregate, LastValue
 
-from ._managed import is_managed
+from ._managed import manager_of
 from .errors import InvalidNodeReturnError
 
 
@@ -72,8 +72,9 @@ class Schema:
             return
         base, metas = ann.__origin__, ann.__metadata__
         for meta in reversed(metas):
-            if is_managed(meta):
-                self.managed[key] = meta
+            manager = manager_of(meta)
+            if manager is not None:
+                self.managed[key] = manager
                 return
             if isinstance(meta, BaseChannel):
                 ch = meta.from_checkpoint(MISSING)

@@ -101,8 +101,7 @@ class CompiledStateGraph(Pregel):
             raise EmptyInputError("received an empty Command as input: give update or goto")
         return writes
 
-    def _map_update(self, writes: Sequence[tuple[str, Any]]) -> Any:
-        keys = self.program.stream_channels
+    def _map_update(self, writes: Sequence[tuple[str, Any]], keys: str | tuple[str, ...]) -> Any:
         pairs = [(ch, v) for ch, v in writes if ch in keys]
         if not pairs:
             return None
@@ -325,7 +324,7 @@ def _lower(
         if static:
             writers.append(_StaticWriter(tuple(static)))
         for branch in builder.branches.get(name, {}).values():
-            writers.append(branch.writer(state_keys, state.mapper(), node_names))
+            writers.append(branch.writer(state_keys, state.mapper(), node_names, state.managed))
         if name == START:
             specs[START] = _start_node(builder, writers)
         else:

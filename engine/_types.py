@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 START: str = sys.intern("__start__")
 """The virtual node a graph starts from; edges from START pick the first nodes."""
@@ -56,9 +56,15 @@ class Send:
             return hash(self.node)
 
 
+N = TypeVar("N")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Command:
+class Command(Generic[N]):
     """What a node returns to update state and choose where to go next, in one value.
+
+    Annotate a node ``-> Command[Literal["a", "b"]]`` to declare where it can go
+    (used to check the graph and to draw it).
 
     Attributes:
         update: state updates, as a node would return them (a dict, a list of

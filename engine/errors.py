@@ -9,10 +9,10 @@ handing a ``Command`` to its parent) subclass ``BaseException`` so that a node's
     GraphBuildError(ValueError)          compile() found problems; .problems lists all of them
     GraphRunError(RuntimeError)          base of run-time errors raised by the engine itself
       EmptyInputError                    nothing to run: no input and nothing to resume
-      InvalidInputError                  the input does not fit the graph's input schema
-      InvalidNodeReturnError             a node returned something the graph cannot apply
+      InvalidInputError                  (also a ValueError) the input does not fit the input schema
       GraphRecursionError                (also a RecursionError) the step limit would be exceeded
     InvalidUpdateError                   (stepgraph.channels) a channel rejected a step's writes
+      InvalidNodeReturnError             a node returned something the graph cannot apply
     EmptyChannelError                    (stepgraph.channels) a channel was read while empty
     GraphBubbleUp(BaseException)         control signals, never reach the caller
       ParentCommand                      a subgraph node returned Command(graph=Command.PARENT)
@@ -81,25 +81,39 @@ class EmptyInputError(GraphRunError):
     """The run had nothing to do: no input, and no saved state to continue from."""
 
 
-class InvalidInputError(GraphRunError):
-    """The input given to ``invoke``/``stream`` does not fit the graph's input schema."""
+class InvalidInputError(GraphRunError, ValueError):
+    """The input given to ``invoke``/``stream`` does not fit the graph's input schema.
+
+    Also a ``ValueError``, as the pydantic validation errors it often wraps are.
+    """
 
 
-class InvalidNodeReturnError(GraphRunError):
+class InvalidNodeReturnError(InvalidUpdateError, ValueError):
     """A node returned a value the graph cannot turn into state updates.
+
+    A kind of ``InvalidUpdateError`` (what LangGraph raises for bad return values) and
+    of ``ValueError`` (what pydantic validation errors are), so code written for
+    LangGraph that catches either keeps working.
 
     Attributes:
         node: the node's name.
         step: the superstep in which it ran, when known.
+        message: the full explanation.
     """
 
     def __init__(self, message: str, *, node: str, step: int | None = None) -> None:
+        super().__init__("", message, None, step, (node,))
         self.node = node
-        self.step = step
-        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def with_context(self, step: int, writers: Sequence[str]) -> InvalidNodeReturnError:
+        return InvalidNodeReturnError(self.message, node=self.node, step=step)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_node_return, (self.args[0], self.node, self.step))
+        return (_rebuild_node_return, (self.message, self.node, self.step))
 
 
 def _rebuild_node_return(message: str, node: str, step: int | None) -> InvalidNodeReturnError:

@@ -347,3 +347,63 @@ def test_end_edges_are_no_ops(driver: Any) -> None:
     g.add_edge(START, "a")
     g.add_edge("a", END)
     assert driver.invoke(g.compile(), {"log": []}) == {"log": ["a"]}
+
+
+class Question(TypedDict):
+    q: str
+
+
+class Answer(TypedDict):
+    a: str
+
+
+class Everything(Question, Answer):
+    notes: str
+
+
+class Secret(TypedDict):
+    secret: str
+
+
+def secret_graph() -> Any:
+    def think(state: Question) -> dict[str, str]:
+        return {"notes": "n", "secret": "s"}
+
+    def respond(state: Secret) -> dict[str, str]:
+        return {"a": state["secret"].upper()}
+
+    g = StateGraph(Everything, input_schema=Question, output_schema=Answer)
+    g.add_node(think)
+    g.add_node(respond)
+    g.add_edge(START, "think")
+    g.add_edge("think", "respond")
+    return g.compile()
+
+
+def test_values_stream_shows_the_whole_state_and_invoke_the_output(driver: Any) -> None:
+    app = secret_graph()
+    assert driver.invoke(app, {"q": "x"}) == {"a": "S"}
+    assert driver.stream(app, {"q": "x"}, stream_mode="values") == [
+        {"q": "x"},
+        {"q": "x", "notes": "n", "secret": "s"},
+        {"q": "x", "a": "S", "notes": "n", "secret": "s"},
+    ]
+    # invoke() with another mode shows updates through the output schema.
+    assert driver.invoke(app, {"q": "x"}, stream_mode="updates") == [
+        {"think": None},
+        {"respond": {"a": "S"}},
+    ]
+
+
+def test_tasks_stream_input_is_what_the_node_receives(driver: Any) -> None:
+    from pydantic import BaseModel
+
+    class P(BaseModel):
+        name: str
+        count: int = 0
+
+    g = StateGraph(P)
+    g.add_node("n", lambda s: {"count": s.count + 1})
+    g.add_edge(START, "n")
+    (start, _end) = driver.stream(g.compile(), {"name": "x"}, stream_mode="tasks")
+    assert start["input"] == P(name="x", count=0)

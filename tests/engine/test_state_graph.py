@@ -451,3 +451,62 @@ def test_command_as_input_updates_and_routes(driver: Any) -> None:
     app = chain("a", "b").compile()
     out = driver.invoke(app, Command(update={"log": ["cmd"]}, goto="b"))
     assert out == {"log": ["cmd", "b"]}
+
+
+class Managed(TypedDict):
+    log: Annotated[list[str], operator.add]
+    remaining: RemainingSteps
+    last: IsLastStep
+
+
+def test_managed_values_in_langgraph_spelling_reach_nodes_and_branches(driver: Any) -> None:
+    def step(state: Managed) -> dict[str, Any]:
+        return {"log": [f"{state['remaining']}/{state['last']}"]}
+
+    def again(state: Managed) -> str:
+        return END if state["remaining"] <= 2 else "step"
+
+    g = StateGraph(Managed)
+    g.add_node(step)
+    g.add_edge(START, "step")
+    g.add_conditional_edges("step", again, ["step", END])
+    out = driver.invoke(g.compile(), {"log": []}, {"recursion_limit": 6})
+    assert out == {"log": ["5/False", "4/False", "3/False", "2/False"]}
+
+
+def test_reducer_keys_start_from_their_empty_value(driver: Any) -> None:
+    class S(TypedDict):
+        n: int
+        log: Annotated[list[str], operator.add]
+
+    g = StateGraph(S)
+    g.add_node("inc", lambda s: {"n": s["n"] + 1})
+    g.add_edge(START, "inc")
+    assert driver.invoke(g.compile(), {"n": 1}) == {"n": 2, "log": []}
+
+
+def test_node_metadata_reaches_config(driver: Any) -> None:
+    from stepgraph.engine import get_config
+
+    seen = {}
+
+    def look(state: Log) -> None:
+        seen.update(get_config()["metadata"])
+
+    g = StateGraph(Log)
+    g.add_node(look, metadata={"kind": "first"})
+    g.add_edge(START, "look")
+    driver.invoke(g.compile(), {"log": []}, {"metadata": {"run": 1}})
+    assert seen["kind"] == "first" and seen["run"] == 1 and seen["langgraph_node"] == "look"
+
+
+def test_error_classes_fit_langgraph_style_handlers(driver: Any) -> None:
+    g = StateGraph(PState)
+    g.add_node("grade", lambda s: {"score": "lots"})
+    g.add_edge(START, "grade")
+    with pytest.raises(ValueError):  # pydantic users catch ValueError/ValidationError
+        driver.invoke(g.compile(), {"text": "hi"})
+    with pytest.raises(InvalidUpdateError):  # LangGraph users catch InvalidUpdateError
+        driver.invoke(g.compile(), {"text": "hi"})
+    with pytest.raises(ValueError):
+        driver.invoke(g.compile(), {"score": 1})
