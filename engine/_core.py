@@ -40,6 +40,9 @@ def _detach(value: Any) -> Any:
     # Nodes get their own top-level containers, so `state["items"].append(x)` in a
     # node cannot change the channel (or a sibling task's input). Nested objects
     # are shared: copying them deeply would make every read O(state size).
+    kind = type(value)
+    if kind is list or kind is dict or kind is set:
+        return value.copy()
     return copy.copy(value) if isinstance(value, _MUTABLE) else value
 
 

@@ -44,6 +44,24 @@ def _live(loop: RunLoop) -> bool:
     return loop.subgraphs or "custom" in loop.modes
 
 
+_PER_TASK = frozenset(("custom", "updates", "tasks", "debug"))
+
+
+def _quiet(loop: RunLoop) -> bool:
+    # Nothing is streamed per task: the caller cannot tell when each task finished,
+    # so the driver thread may run one of the tasks itself instead of waiting idle.
+    return not loop.subgraphs and loop.modes.isdisjoint(_PER_TASK)
+
+
+def _run_inline(task: Task, loop: RunLoop) -> None:
+    try:
+        run_sync(task, loop)
+    except BaseException as exc:  # every failure is reported to the loop
+        loop.task_done(task, exc)
+    else:
+        loop.task_done(task, None)
+
+
 def _worker(task: Task, loop: RunLoop, put: Callable[[Any], None]) -> None:
     try:
         run_sync(task, loop)
@@ -65,25 +83,25 @@ def drive_sync(
         yield from _flush(loop)
         while tasks := loop.tick():
             yield from _flush(loop)
-            if len(tasks) == 1 and not _live(loop):
-                # Fast path: no hand-off to a thread and no queue round trip.
-                task = tasks[0]
-                try:
-                    run_sync(task, loop)
-                except BaseException as exc:
-                    loop.task_done(task, exc)
-                else:
-                    loop.task_done(task, None)
+            if (len(tasks) == 1 and not _live(loop)) or max_concurrency == 1:
+                # No hand-off to a thread and no queue round trip.
+                for task in tasks:
+                    _run_inline(task, loop)
                 remaining = 0
                 yield from _flush(loop)
             else:
+                inline = tasks[0] if _quiet(loop) else None
                 if executor is None:
+                    workers = max_concurrency - 1 if max_concurrency and inline else max_concurrency
                     executor = owned = ThreadPoolExecutor(
-                        max_workers=max_concurrency, thread_name_prefix="stepgraph"
+                        max_workers=workers, thread_name_prefix="stepgraph"
                     )
-                for each in tasks:
+                others = tasks[1:] if inline is not None else tasks
+                for each in others:
                     executor.submit(contextvars.copy_context().run, _worker, each, loop, events.put)
-                remaining = len(tasks)
+                remaining = len(others)
+                if inline is not None:
+                    _run_inline(inline, loop)
             while remaining:
                 item = events.get()
                 if type(item) is _Done:

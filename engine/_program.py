@@ -94,10 +94,9 @@ class Program:
         stream_channels: Sequence[str] | None = None,
     ) -> Program:
         """Compute the indexes once and freeze everything."""
-        nodes = {
-            k: n if list(n.triggers) == sorted(n.triggers) else replace(n, triggers=tuple(sorted(n.triggers)))
-            for k, n in nodes.items()
-        }
+        # Triggers are kept sorted: they are part of task ids and must not depend
+        # on declaration order.
+        nodes = {k: replace(n, triggers=tuple(sorted(n.triggers))) for k, n in nodes.items()}
         t2n: dict[str, list[str]] = {}
         for name in sorted(nodes):
             for ch in nodes[name].triggers:
