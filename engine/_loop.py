@@ -59,6 +59,10 @@ class RunLoop:
             subgraphs = True
         self.modes: frozenset[str] = modes
         self.subgraphs: bool = subgraphs
+        # Checked for every task: decided once.
+        self._task_events = "tasks" in modes or "debug" in modes
+        self._updates = "updates" in modes
+        self._values = "values" in modes
         self.out: deque[Chunk] = deque()
         self.ts_sink: Callable[[Chunk], None] = self.on_chunk  # the driver replaces it
         self.tasks: list[Task] = []
@@ -131,7 +135,7 @@ class RunLoop:
             )
         self.tasks = tasks
         self.errors = []
-        if "tasks" in self.modes or "debug" in self.modes:
+        if self._task_events:
             for t in tasks:
                 if not t.node.hidden:
                     payload: dict[str, Any] = {
@@ -155,9 +159,9 @@ class RunLoop:
             )
         if task.node.hidden:
             return
-        if error is None and "updates" in self.modes:
+        if error is None and self._updates:
             self.emit("updates", {task.name: self._task_update(task)})
-        if "tasks" in self.modes or "debug" in self.modes:
+        if self._task_events:
             payload: dict[str, Any] = {
                 "id": task.id,
                 "name": task.name,
@@ -173,7 +177,7 @@ class RunLoop:
         if self.errors:
             self._raise_errors()
         updated = self.core.commit(self.tasks)
-        if "values" in self.modes and not updated.isdisjoint(self._output_set):
+        if self._values and not updated.isdisjoint(self._output_set):
             self.emit("values", self.graph._read(self.core, self.output_keys))
 
     def _raise_errors(self) -> None:

@@ -30,7 +30,7 @@ def task_steps(task: Task, run: RunLoop) -> Steps:
     node = task.node
     try:
         output = node.proc(task.input)
-        if inspect.isawaitable(output):
+        if output is not None and type(output) is not dict and inspect.isawaitable(output):
             output = yield output
     except ParentCommand as bubble:
         # A subgraph run inside this task handed a command to its parent: that is
