@@ -1,0 +1,68 @@
+"""The errors stepgraph.checkpoint raises, as one tree::
+
+    SerdeError(ValueError)           a value could not be turned into bytes, or back
+      SerializationError             dumping: a value of a type the registry does not know
+      DeserializationError           loading: unknown type name, corrupt, truncated,
+                                     tampered or undecryptable bytes
+
+Every serde error carries the state path of the value (``state.items[3].payload``)
+and, where one is known, the type's name, as fields as well as in the message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["SerdeError", "SerializationError", "DeserializationError"]
+
+
+class SerdeError(ValueError):
+    """A value could not be serialized or deserialized.
+
+    Attributes:
+        path: where the value sits, e.g. ``"state.items[3].payload"``.
+        type_name: the type's registered or qualified name, or ``None`` when the
+            problem is not about one type (for example a truncated blob).
+        problem: what went wrong, in one sentence.
+        hint: how to fix it, or ``None``.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        path: str = "state",
+        type_name: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.problem = problem
+        self.path = path
+        self.type_name = type_name
+        self.hint = hint
+        message = f"{path}: {problem}"
+        if hint:
+            message += f" {hint}"
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        kwargs = {"path": self.path, "type_name": self.type_name, "hint": self.hint}
+        return (_rebuild, (type(self), self.problem, kwargs))
+
+
+def _rebuild(cls: type[SerdeError], problem: str, kwargs: dict[str, Any]) -> SerdeError:
+    return cls(problem, **kwargs)
+
+
+class SerializationError(SerdeError):
+    """A value cannot be dumped, usually because its type is not registered.
+
+    The message names the path and the type and says how to register it.
+    """
+
+
+class DeserializationError(SerdeError):
+    """Bytes cannot be loaded: an unregistered type name, or bad bytes.
+
+    Loading fails closed: no partial value is returned, and a type name found in the
+    data is only ever looked up in the registry, never imported.
+    """
