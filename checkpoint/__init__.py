@@ -5,12 +5,40 @@ types: nothing a run saves can execute code when it is loaded, and a type name t
 registry does not know fails closed with `DeserializationError`.
 """
 
+from ._base import BaseCheckpointSaver, PruneStrategy, ThreadLease
 from ._crypto import AesGcmCipher
+from ._memory import InMemorySaver
+from ._model import (
+    FORMAT_VERSION,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    PendingWrite,
+    empty_checkpoint,
+)
 from ._serde import Cipher, Serializer
 from ._serde_registry import StoredError, TypeRegistry, default_registry
-from .errors import DeserializationError, SerdeError, SerializationError
+from ._stored import PreparedPut, StoredSaver
+from .errors import DeserializationError, SerdeError, SerializationError, ThreadBusyError
+
+MemorySaver = InMemorySaver
 
 __all__ = [
+    # data model
+    "Checkpoint",
+    "CheckpointMetadata",
+    "CheckpointTuple",
+    "PendingWrite",
+    "FORMAT_VERSION",
+    "empty_checkpoint",
+    # savers
+    "BaseCheckpointSaver",
+    "StoredSaver",
+    "PreparedPut",
+    "ThreadLease",
+    "PruneStrategy",
+    "InMemorySaver",
+    "MemorySaver",
     # serialization
     "Serializer",
     "TypeRegistry",
@@ -22,9 +50,24 @@ __all__ = [
     "SerdeError",
     "SerializationError",
     "DeserializationError",
+    "ThreadBusyError",
 ]
 
 # Show the public path in reprs and tracebacks instead of the private module.
-for _exported in (Serializer, TypeRegistry, StoredError, Cipher, AesGcmCipher):
+for _exported in (
+    Serializer,
+    TypeRegistry,
+    StoredError,
+    Cipher,
+    AesGcmCipher,
+    BaseCheckpointSaver,
+    StoredSaver,
+    PreparedPut,
+    ThreadLease,
+    InMemorySaver,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+):
     _exported.__module__ = __name__
 del _exported

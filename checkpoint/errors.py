@@ -4,6 +4,7 @@
       SerializationError             dumping: a value of a type the registry does not know
       DeserializationError           loading: unknown type name, corrupt, truncated,
                                      tampered or undecryptable bytes
+    ThreadBusyError(RuntimeError)    another run is advancing the same thread
 
 Every serde error carries the state path of the value (``state.items[3].payload``)
 and, where one is known, the type's name, as fields as well as in the message.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SerdeError", "SerializationError", "DeserializationError"]
+__all__ = ["SerdeError", "SerializationError", "DeserializationError", "ThreadBusyError"]
 
 
 class SerdeError(ValueError):
@@ -66,3 +67,29 @@ class DeserializationError(SerdeError):
     Loading fails closed: no partial value is returned, and a type name found in the
     data is only ever looked up in the registry, never imported.
     """
+
+
+class ThreadBusyError(RuntimeError):
+    """Another run holds the thread: two runs may not advance one thread at once.
+
+    Attributes:
+        thread_id: the thread.
+        holder: who holds it (``host:pid:run``), as the saver recorded it.
+        waited: seconds spent waiting for it before giving up.
+    """
+
+    def __init__(self, thread_id: str, holder: str | None, waited: float = 0.0) -> None:
+        self.thread_id = thread_id
+        self.holder = holder
+        self.waited = waited
+        who = f" (held by {holder})" if holder else ""
+        after = f" after waiting {waited:.1f}s" if waited else ""
+        super().__init__(
+            f"thread {thread_id!r} is being advanced by another run{who}{after}; two runs "
+            "cannot advance one thread at once. Wait for the other run to finish, pass "
+            "config={'configurable': {'thread_id': ..., 'wait_for_thread': <seconds>}} to "
+            "wait for it, or use another thread_id"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.thread_id, self.holder, self.waited))
