@@ -37,6 +37,9 @@ from ._model import (
 )
 from ._serde import Serializer
 
+WriteKey = tuple[str, str, str]
+"""``(thread, ns, checkpoint_id)``: the checkpoint pending writes belong to."""
+
 _REFS_CACHE = 256  # checkpoints whose value references stay in memory for the next put
 
 
@@ -72,6 +75,16 @@ class PreparedPut:
 
 
 @dataclass(frozen=True, slots=True)
+class PreparedWrites:
+    """A task's writes turned into ``(idx, channel, bytes)`` rows."""
+
+    key: WriteKey
+    task_id: str
+    task_path: str
+    rows: builtins.list[tuple[int, str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
 class StoredRow:
     """One checkpoint as a backend returns it."""
 
@@ -83,9 +96,6 @@ class StoredRow:
     refs: bytes
     metadata: bytes
 
-
-WriteKey = tuple[str, str, str]
-"""``(thread, ns, checkpoint_id)``: the checkpoint pending writes belong to."""
 
 StoredWrite = tuple[str, int, str, bytes]
 """``(task_id, idx, channel, value bytes)``, as a backend returns it."""
@@ -127,14 +137,21 @@ class StoredSaver(BaseCheckpointSaver):
         refs: dict[str, Ref] = {}
         blobs: dict[str, bytes] = {}
         extra = appends or {}
-        for ch, value in checkpoint["channel_values"].items():
+        values = checkpoint["channel_values"]
+        versions = checkpoint["channel_versions"]
+        names = set(values)
+        if before:
+            # Channels left out of channel_values keep the parent's value unless their
+            # version changed: a caller may pass only what changed.
+            names.update(ch for ch in before if ch in versions and ch not in new_versions)
+        for ch in sorted(names):
             old = before.get(ch) if before is not None else None
             if old is not None and ch not in new_versions:
                 refs[ch] = old
-                continue
-            ref, new = encode_value(serde, ch, value, old, extra.get(ch))
-            refs[ch] = ref
-            blobs.update(new)
+            elif ch in values:
+                ref, new = encode_value(serde, ch, values[ch], old, extra.get(ch))
+                refs[ch] = ref
+                blobs.update(new)
         body = {k: v for k, v in checkpoint.items() if k != "channel_values"}
         meta = dict(metadata)
         meta_bytes = serde.dumps(meta, path="metadata")
@@ -173,6 +190,21 @@ class StoredSaver(BaseCheckpointSaver):
         task_id: str,
         task_path: str = "",
     ) -> None:
+        self.commit_writes(self.prepare_writes(config, writes, task_id, task_path))
+
+    def commit_writes(self, prepared: PreparedWrites) -> None:
+        """Store writes made ready by `prepare_writes`."""
+        if prepared.rows:
+            self._store_writes(prepared.key, prepared.task_id, prepared.task_path, prepared.rows)
+
+    def prepare_writes(
+        self,
+        config: Mapping[str, Any],
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> PreparedWrites:
+        """Serialize a task's writes now; `commit_writes` stores them later."""
         thread, ns, checkpoint_id = thread_of(config)
         if checkpoint_id is None:
             raise ValueError(
@@ -187,8 +219,7 @@ class StoredSaver(BaseCheckpointSaver):
             )
             for i, (channel, value) in enumerate(writes)
         ]
-        if rows:
-            self._store_writes((thread, ns, checkpoint_id), task_id, task_path, rows)
+        return PreparedWrites((thread, ns, checkpoint_id), task_id, task_path, rows)
 
     # -- reading ------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ imports::
 
 from stepgraph.channels import Overwrite
 
+from ._history import PregelTask, StateSnapshot
 from ._managed import IsLastStep, RemainingSteps
 from ._node_builder import NodeBuilder
 from ._pregel import Pregel
@@ -40,6 +41,8 @@ __all__ = [
     "CompiledStateGraph",
     "Pregel",
     "NodeBuilder",
+    "StateSnapshot",
+    "PregelTask",
     "Runtime",
     "StreamWriter",
     "get_config",

@@ -85,6 +85,8 @@ class Core:
         # which only happens right after restoring from a checkpoint.
         self._candidates: set[str] | None = None if channel_values else set()
         self.updated: frozenset[str] = frozenset()
+        # Every channel whose version the last barrier bumped (also those it emptied).
+        self.changed: frozenset[str] = frozenset()
         # The first superstep this run may not execute; the run loop sets it once
         # the input is applied (recursion limit). Managed values read it.
         self.stop = step + 1 + 10_000
@@ -291,6 +293,7 @@ class Core:
         self._seq += 1
         self._ids.pop(self._seq - 2, None)  # tasks of the last step may still ask for theirs
         self.updated = frozenset(updated)
+        self.changed = frozenset(changed)
         return self.updated
 
     def _finish(self, changed: set[str], updated: set[str]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import queue
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -31,6 +32,18 @@ class _Done:
     def __init__(self, task: Task, error: BaseException | None) -> None:
         self.task = task
         self.error = error
+
+
+def _close(loop: RunLoop) -> None:
+    # Runs in a ``finally``: if the run is already failing, a failure to store its
+    # last writes is attached to that error instead of replacing it.
+    failing = sys.exc_info()[1]
+    try:
+        loop.close()
+    except Exception as exc:
+        if failing is None:
+            raise
+        failing.add_note(f"saving the run's last writes also failed: {exc!r}")
 
 
 def _flush(loop: RunLoop) -> Iterator[Chunk]:
@@ -115,6 +128,7 @@ def drive_sync(
     finally:
         if owned is not None:
             owned.shutdown(wait=False, cancel_futures=True)
+        _close(loop)
 
 
 async def _aworker(
@@ -178,3 +192,4 @@ async def drive_async(
     finally:
         for pending in running:
             pending.cancel()
+        _close(loop)

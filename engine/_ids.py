@@ -54,6 +54,22 @@ def checkpoint_id(step: int) -> str:
     return _as_uuid(f"{value:032x}")
 
 
+def _timestamp(value: int) -> int:
+    """The 60-bit timestamp of a version-6 UUID given as an integer."""
+    return ((value >> 80) << 12) | ((value >> 64) & 0x0FFF)
+
+
+def _parse(checkpoint: str) -> int | None:
+    text = checkpoint.replace("-", "")
+    if len(text) != 32:
+        return None
+    try:
+        value = int(text, 16)
+    except ValueError:
+        return None
+    return value if (value >> 76) & 0xF == 0x6 else None
+
+
 # Not for secrets: only keeps ids of different processes apart.
 _random = random.Random()
 
@@ -68,10 +84,17 @@ class CheckpointIds:
 
     __slots__ = ("_base", "_node")
 
-    def __init__(self) -> None:
+    def __init__(self, after: str | None = None) -> None:
         value = int(checkpoint_id(0).replace("-", ""), 16)
-        self._base = ((value >> 80) << 12) | ((value >> 64) & 0x0FFF)  # 60-bit timestamp
+        self._base = _timestamp(value)
         self._node = value & ((1 << 48) - 1)
+        if after is not None:
+            # A run that continues a thread numbers its checkpoints after the one it
+            # starts from, even when this machine's clock is behind the machine that
+            # wrote it: ids then sort in history order whatever the clocks say.
+            parent = _parse(after)
+            if parent is not None and _timestamp(parent) >= self._base:
+                self._base = _timestamp(parent) + 1
 
     def __call__(self, seq: int) -> str:
         global _last_ts

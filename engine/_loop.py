@@ -14,10 +14,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from stepgraph.checkpoint import BaseCheckpointSaver
+
+from ._checkpointing import Durability, Persistence
 from ._core import Core
 from ._runtime import StreamWriter, _no_op_writer
 from ._task import Task
-from .errors import GraphBubbleUp, GraphRecursionError
+from .errors import EmptyInputError, GraphBubbleUp, GraphRecursionError
 
 if TYPE_CHECKING:
     from ._pregel import Pregel
@@ -41,6 +44,7 @@ class RunLoop:
         parent: TaskContext | None = None,
         subgraphs: bool = False,
         output_keys: str | tuple[str, ...] | None = None,
+        durability: Durability | None = None,
     ) -> None:
         self.graph = graph
         self.config = config
@@ -50,6 +54,7 @@ class RunLoop:
         self.ns: tuple[str, ...] = tuple(namespace.split("|")) if namespace else ()
         self.limit = _recursion_limit(config)
         self.core = Core(graph.program, namespace=namespace)
+        self.persistence = _persistence(graph, config, parent, namespace, durability)
         # A nested run whose parent streams with subgraphs=True sends its chunks up
         # to the parent, with its own namespace, in the parent's stream modes.
         self._forward: Callable[[Chunk], None] | None = None
@@ -114,27 +119,77 @@ class RunLoop:
     # -- the superstep ------------------------------------------------------------
 
     def start(self, input: Any) -> None:
-        """Apply the input as the run's first barrier."""
-        writes = self.graph._input_writes(input)
-        self.core.apply_input(writes)
+        """Load the thread (with a checkpointer), then apply the input as a barrier."""
+        p = self.persistence
+        if p is None:
+            self.core.apply_input(self.graph._input_writes(input))
+        else:
+            p.acquire()
+            self.core = core = p.restore()
+            if input is None or self._resumes_subgraph(core):
+                if p.saved is None:
+                    raise EmptyInputError(
+                        f"received no input and thread {p.thread!r} has no saved state to "
+                        "continue from; pass the graph's input"
+                    )
+                if p.replaying:
+                    p.fork_for_replay(core)
+            else:
+                writes = self.graph._input_writes(input)
+                if p.ns and p.saved is not None:
+                    # A subgraph run again in the same task after finishing: start afresh,
+                    # numbering versions after the saved ones.
+                    self.core = core = _fresh_after(core)
+                core.apply_input(writes)
+                p.barrier(core, "input")
         self._first_step = self.core.step + 1
         self.core.stop = self._first_step + self.limit
 
+    def _resumes_subgraph(self, core: Core) -> bool:
+        # A subgraph whose namespace has unfinished work is being resumed by its
+        # parent (same task, same namespace): it continues instead of starting over.
+        p = self.persistence
+        return bool(p and p.ns and p.saved is not None and core.plan())
+
+    def close(self) -> None:
+        """End the run: store held-back or in-flight writes, release the thread."""
+        if self.persistence is not None:
+            self.persistence.close()
+
     def tick(self) -> list[Task]:
-        """Plan the next superstep; an empty list means the run is over."""
-        tasks = self.core.plan()
-        if not tasks:
-            self.tasks = []
-            return tasks
-        step = self.core.step + 1
-        if step >= self.core.stop:
-            raise GraphRecursionError(
-                limit=self.limit,
-                steps=step - self._first_step,
-                pending=[t.name for t in tasks],
-            )
-        self.tasks = tasks
-        self.errors = []
+        """Plan the next superstep; an empty list means the run is over.
+
+        Tasks whose writes were saved by an earlier, interrupted run of the same step
+        get those writes back and are not returned: only the others run.
+        """
+        while True:
+            tasks = self.core.plan()
+            if not tasks:
+                self.tasks = []
+                return tasks
+            step = self.core.step + 1
+            if step >= self.core.stop:
+                raise GraphRecursionError(
+                    limit=self.limit,
+                    steps=step - self._first_step,
+                    pending=[t.name for t in tasks],
+                )
+            self.tasks = tasks
+            self.errors = []
+            p = self.persistence
+            if p is not None and p.pending:
+                to_run = []
+                for t in tasks:
+                    saved = p.saved_writes(t)
+                    if saved is None:
+                        to_run.append(t)
+                    else:
+                        t.writes = saved
+                if not to_run:
+                    self.after_tick()
+                    continue
+                tasks = to_run
+            break
         if self._task_events:
             for t in tasks:
                 if not t.node.hidden:
@@ -149,7 +204,9 @@ class RunLoop:
         return tasks
 
     def task_done(self, task: Task, error: BaseException | None) -> None:
-        """Record a finished task and stream its result."""
+        """Record a finished task, save its writes, and stream its result."""
+        if self.persistence is not None:
+            self.persistence.task_done(task, error)
         if error is not None:
             self.errors.append((task, error))
             if isinstance(error, GraphBubbleUp):
@@ -177,6 +234,8 @@ class RunLoop:
         if self.errors:
             self._raise_errors()
         updated = self.core.commit(self.tasks)
+        if self.persistence is not None:
+            self.persistence.barrier(self.core)
         if self._values and not updated.isdisjoint(self._output_set):
             self.emit("values", self.graph._read(self.core, self.output_keys))
 
@@ -242,6 +301,46 @@ class RunLoop:
             "tags": [*base.get("tags", []), *task.node.tags],
             "recursion_limit": self.limit,
         }
+
+
+def _persistence(
+    graph: Pregel,
+    config: dict[str, Any],
+    parent: TaskContext | None,
+    namespace: str,
+    durability: Durability | None,
+) -> Persistence | None:
+    saver = graph.checkpointer
+    parents: dict[str, str] = {}
+    if parent is not None:
+        up = parent.run.persistence
+        if saver is None and up is not None:
+            saver = up.saver  # a subgraph saves where its parent saves
+        if up is not None:
+            durability = durability or up.durability
+            parents = dict(up.parents)
+            if up.parent_config is not None:
+                parents[up.ns] = up.parent_config["configurable"]["checkpoint_id"]
+    if not isinstance(saver, BaseCheckpointSaver):
+        return None
+    from ._checkpointing import check_durability
+
+    mode = check_durability(durability or "async")
+    return Persistence(
+        saver, graph.program, config, namespace=namespace, durability=mode, parents=parents
+    )
+
+
+def _fresh_after(core: Core) -> Core:
+    fresh = Core(
+        core.program,
+        namespace=core.namespace,
+        step=core.step,
+        checkpoint_id=core.checkpoint_id,
+        new_checkpoint_id=core._new_id,
+    )
+    fresh.max_version = core.max_version
+    return fresh
 
 
 def _recursion_limit(config: dict[str, Any]) -> int:

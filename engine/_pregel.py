@@ -9,9 +9,12 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from stepgraph.channels import BaseChannel
+from stepgraph.checkpoint import BaseCheckpointSaver
 
+from ._checkpointing import Durability
 from ._core import Core
 from ._drivers import drive_async, drive_sync
+from ._history import StateSnapshot
 from ._loop import Chunk, RunLoop
 from ._node_builder import NodeBuilder
 from ._program import NodeSpec, Program
@@ -80,6 +83,7 @@ class Pregel:
     """
 
     default_stream_mode: str = "values"
+    checkpointer: BaseCheckpointSaver | None = None
 
     def __init__(
         self,
@@ -91,6 +95,7 @@ class Pregel:
         stream_channels: Sequence[str] | None = None,
         stream_mode: str = "values",
         name: str = "LangGraph",
+        checkpointer: BaseCheckpointSaver | None = None,
     ) -> None:
         specs = {k: (v.build(k) if isinstance(v, NodeBuilder) else v) for k, v in nodes.items()}
         chans = dict(channels)
@@ -113,6 +118,7 @@ class Pregel:
         self.program = Program.build(specs, chans, input_channels, output_channels, stream_channels)
         self.default_stream_mode = stream_mode
         self.name = name
+        self.checkpointer = checkpointer
 
     @staticmethod
     def _check_low_level(
@@ -184,6 +190,7 @@ class Pregel:
         context: Any,
         subgraphs: bool,
         output_keys: str | tuple[str, ...] | None = None,
+        durability: Durability | None = None,
     ) -> RunLoop:
         parent = current_task.get()
         conf = normalize_config(config)
@@ -210,6 +217,7 @@ class Pregel:
             parent=parent,
             subgraphs=subgraphs,
             output_keys=output_keys,
+            durability=durability,
         )
 
     def _coerce_context(self, context: Any) -> Any:
@@ -229,6 +237,7 @@ class Pregel:
         stream_mode: str | Sequence[str] | None = None,
         subgraphs: bool = False,
         executor: Executor | None = None,
+        durability: Durability | None = None,
     ) -> Iterator[Any]:
         """Run the graph, yielding stream chunks as supersteps progress.
 
@@ -244,9 +253,12 @@ class Pregel:
                 first: ``(ns, payload)`` or ``(ns, mode, payload)``.
             executor: run parallel tasks on this executor instead of a fresh thread
                 pool (it is not shut down).
+            durability: with a checkpointer, when steps are stored: ``"sync"``
+                (before the next step starts), ``"async"`` (the default: serialized at
+                once, stored in the background) or ``"exit"`` (only when the run ends).
         """
         single, modes = _modes(stream_mode or self.default_stream_mode)
-        loop = self._loop(config, modes, context, subgraphs, self._stream_keys())
+        loop = self._loop(config, modes, context, subgraphs, self._stream_keys(), durability)
         mc = loop.config.get("max_concurrency")
         for chunk in drive_sync(loop, input, executor, mc):
             yield _shape(chunk, single, subgraphs)
@@ -259,10 +271,11 @@ class Pregel:
         context: Any = None,
         stream_mode: str | Sequence[str] | None = None,
         subgraphs: bool = False,
+        durability: Durability | None = None,
     ) -> AsyncIterator[Any]:
         """Async twin of ``stream``: tasks run as asyncio tasks, sync nodes in threads."""
         single, modes = _modes(stream_mode or self.default_stream_mode)
-        loop = self._loop(config, modes, context, subgraphs, self._stream_keys())
+        loop = self._loop(config, modes, context, subgraphs, self._stream_keys(), durability)
         async for chunk in drive_async(loop, input, loop.config.get("max_concurrency")):
             yield _shape(chunk, single, subgraphs)
 
@@ -274,6 +287,7 @@ class Pregel:
         context: Any = None,
         stream_mode: str | Sequence[str] = "values",
         executor: Executor | None = None,
+        durability: Durability | None = None,
     ) -> Any:
         """Run the graph to the end and return its output.
 
@@ -282,10 +296,10 @@ class Pregel:
         """
         if stream_mode != "values":
             single, modes = _modes(stream_mode)
-            loop = self._loop(config, modes, context, False)
+            loop = self._loop(config, modes, context, False, None, durability)
             mc = loop.config.get("max_concurrency")
             return [_shape(c, single, False) for c in drive_sync(loop, input, executor, mc)]
-        loop = self._loop(config, (), context, False)
+        loop = self._loop(config, (), context, False, None, durability)
         for _ in drive_sync(loop, input, executor, loop.config.get("max_concurrency")):
             pass
         return loop.output()
@@ -297,17 +311,104 @@ class Pregel:
         *,
         context: Any = None,
         stream_mode: str | Sequence[str] = "values",
+        durability: Durability | None = None,
     ) -> Any:
         """Async twin of ``invoke``."""
         if stream_mode != "values":
             single, modes = _modes(stream_mode)
-            loop = self._loop(config, modes, context, False)
+            loop = self._loop(config, modes, context, False, None, durability)
             mc = loop.config.get("max_concurrency")
             return [_shape(c, single, False) async for c in drive_async(loop, input, mc)]
-        loop = self._loop(config, (), context, False)
+        loop = self._loop(config, (), context, False, None, durability)
         async for _ in drive_async(loop, input, loop.config.get("max_concurrency")):
             pass
         return loop.output()
+
+    # -- saved state --------------------------------------------------------------
+
+    def get_state(self, config: Mapping[str, Any], *, subgraphs: bool = False) -> StateSnapshot:
+        """The thread's state at its latest checkpoint (or the one ``config`` names).
+
+        ``values`` include the writes of tasks that finished in a step that did not
+        complete; ``next`` names the tasks still to run; ``tasks`` carry their errors
+        and results. ``checkpoint_ns`` in the config reads a subgraph's state.
+
+        Raises:
+            ValueError: the graph has no checkpointer, or the config has no thread.
+        """
+        from ._history import get_state
+
+        return get_state(self, config, subgraphs=subgraphs)
+
+    async def aget_state(
+        self, config: Mapping[str, Any], *, subgraphs: bool = False
+    ) -> StateSnapshot:
+        """Async twin of ``get_state`` (runs it in a worker thread)."""
+        return await asyncio.to_thread(lambda: self.get_state(config, subgraphs=subgraphs))
+
+    def get_state_history(
+        self,
+        config: Mapping[str, Any],
+        *,
+        filter: Mapping[str, Any] | None = None,
+        before: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[StateSnapshot]:
+        """The thread's checkpoints as snapshots, newest first.
+
+        Args:
+            config: the thread (``checkpoint_ns`` for a subgraph's history).
+            filter: metadata keys that must be equal, e.g. ``{"source": "loop"}``.
+            before: only checkpoints saved before this config's checkpoint.
+            limit: at most this many.
+        """
+        from ._history import get_state_history
+
+        return get_state_history(self, config, filter=filter, before=before, limit=limit)
+
+    async def aget_state_history(
+        self,
+        config: Mapping[str, Any],
+        *,
+        filter: Mapping[str, Any] | None = None,
+        before: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[StateSnapshot]:
+        """Async twin of ``get_state_history``."""
+        found = await asyncio.to_thread(
+            lambda: list(self.get_state_history(config, filter=filter, before=before, limit=limit))
+        )
+        for item in found:
+            yield item
+
+    def update_state(
+        self, config: Mapping[str, Any], values: Any, as_node: str | None = None
+    ) -> dict[str, Any]:
+        """Change a thread's state as if node ``as_node`` had returned ``values``.
+
+        The update goes through the node's writers: reducers apply, and the node's
+        edges decide what runs next. It is saved as a new checkpoint (source
+        ``"update"``) whose parent is the checkpoint ``config`` names, or the latest:
+        updating an old checkpoint forks the history and leaves the original branch
+        as it was. ``as_node="__copy__"`` copies the checkpoint as a fork;
+        ``as_node=END`` with ``values=None`` drops the pending tasks.
+
+        Returns:
+            The config of the new checkpoint; ``invoke(None, that_config)`` continues
+            from it.
+
+        Raises:
+            InvalidUpdateError: unknown node, or ``as_node`` needed but not given.
+        """
+        from ._history import update_state
+
+        return update_state(self, config, values, as_node)
+
+    async def aupdate_state(
+        self, config: Mapping[str, Any], values: Any, as_node: str | None = None
+    ) -> dict[str, Any]:
+        """Async twin of ``update_state`` (runs it in a worker thread)."""
+        return await asyncio.to_thread(self.update_state, config, values, as_node)
 
     def batch(
         self,

@@ -29,6 +29,7 @@ from stepgraph.channels import (
     NamedBarrierValueAfterFinish,
     Topic,
 )
+from stepgraph.checkpoint import BaseCheckpointSaver
 
 from ._pregel import Pregel
 from ._program import NodeSpec, Program, Writer
@@ -128,19 +129,15 @@ def compile_state_graph(
     interrupt_after: Sequence[str] | str | None,
     name: str,
 ) -> CompiledStateGraph:
-    if checkpointer not in (None, False):
-        raise ValueError(
-            "checkpointers are not available in this version of stepgraph yet; "
-            "compile without checkpointer="
-        )
+    saver = _check_checkpointer(checkpointer)
     channels, managed, problems = merge_channels(builder.schemas)
     problems = [*builder.problems, *problems]
     before = _interrupt_names(interrupt_before, builder, "interrupt_before", problems)
     after = _interrupt_names(interrupt_after, builder, "interrupt_after", problems)
-    if before or after:
+    if (before or after) and saver is None:
         problems.append(
             "interrupt_before/interrupt_after pause the run and resume it later, which needs "
-            "a checkpointer; this version of stepgraph has none yet"
+            "a checkpointer: compile(checkpointer=InMemorySaver()) or SqliteSaver(...)"
         )
     _warn_unapplied_policies(builder)
     problems += _validate(builder, channels)
@@ -148,7 +145,9 @@ def compile_state_graph(
         raise GraphBuildError(problems, graph=f"graph {name!r}")
     program = _lower(builder, channels, managed)
     input_schema = builder.schemas[builder.input_schema]
-    return CompiledStateGraph(
+    if isinstance(saver, BaseCheckpointSaver):
+        _register_types(saver, builder)
+    compiled = CompiledStateGraph(
         builder,
         program,
         name=name,
@@ -157,6 +156,30 @@ def compile_state_graph(
         interrupt_before=before,
         interrupt_after=after,
     )
+    compiled.checkpointer = saver if isinstance(saver, BaseCheckpointSaver) else None
+    return compiled
+
+
+def _check_checkpointer(checkpointer: Any) -> Any:
+    # None and True: a subgraph saves where its parent saves; False: never saves.
+    if checkpointer in (None, True, False) or isinstance(checkpointer, BaseCheckpointSaver):
+        return None if checkpointer is True else checkpointer
+    raise TypeError(
+        f"checkpointer must be a saver such as InMemorySaver() or SqliteSaver(path) "
+        f"(a stepgraph.checkpoint.BaseCheckpointSaver), got {type(checkpointer).__name__}"
+    )
+
+
+def _register_types(saver: BaseCheckpointSaver, builder: StateGraph) -> None:
+    # Values of the graph's own types must load again: allow exactly those (and
+    # everything their fields can hold), nothing else.
+    registry = getattr(getattr(saver, "serde", None), "registry", None)
+    if registry is None:
+        return
+    for schema in builder.schemas:
+        registry.register_schema(schema)
+    if builder.context_schema is not None:
+        registry.register_schema(builder.context_schema)
 
 
 def _warn_unapplied_policies(builder: StateGraph) -> None:

@@ -113,3 +113,26 @@ def is_send_list(value: object) -> bool:
         and len(value) > 0
         and all(isinstance(v, Send) for v in value)
     )
+
+
+def _register_engine_types() -> None:
+    # Sends wait in the task topic between steps and Commands can be resume input:
+    # both are saved in checkpoints, so both must load again (and nothing else may).
+    from stepgraph.checkpoint import default_registry
+
+    registry = default_registry()
+    registry.register(
+        Send,
+        name="stepgraph.Send",
+        encode=lambda s: [s.node, s.arg],
+        decode=lambda v: Send(v[0], v[1]),
+    )
+    registry.register(
+        Command,
+        name="stepgraph.Command",
+        encode=lambda c: {"update": c.update, "goto": c.goto, "graph": c.graph, "resume": c.resume},
+        decode=lambda v: Command(**v),
+    )
+
+
+_register_engine_types()
