@@ -18,8 +18,15 @@ from ._model import (
 )
 from ._serde import Cipher, Serializer
 from ._serde_registry import StoredError, TypeRegistry, default_registry
+from ._sqlite import SqliteSaver
 from ._stored import PreparedPut, StoredSaver
-from .errors import DeserializationError, SerdeError, SerializationError, ThreadBusyError
+from .errors import (
+    DeserializationError,
+    SchemaVersionError,
+    SerdeError,
+    SerializationError,
+    ThreadBusyError,
+)
 
 MemorySaver = InMemorySaver
 
@@ -39,6 +46,7 @@ __all__ = [
     "PruneStrategy",
     "InMemorySaver",
     "MemorySaver",
+    "SqliteSaver",
     # serialization
     "Serializer",
     "TypeRegistry",
@@ -51,6 +59,7 @@ __all__ = [
     "SerializationError",
     "DeserializationError",
     "ThreadBusyError",
+    "SchemaVersionError",
 ]
 
 # Show the public path in reprs and tracebacks instead of the private module.
@@ -65,6 +74,7 @@ for _exported in (
     PreparedPut,
     ThreadLease,
     InMemorySaver,
+    SqliteSaver,
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,

@@ -160,15 +160,27 @@ class InMemorySaver(StoredSaver):
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         src, dst = str(source_thread_id), str(target_thread_id)
+        if src == dst:
+            return
+        self._forget_thread(dst)
         with self._lock:
-            for (thread, ns), rows in list(self._rows.items()):
-                if thread != src:
-                    continue
-                target = self._rows.setdefault((dst, ns), {})
-                for r in sorted(rows.values(), key=lambda r: r.seq):
-                    target[r.row.checkpoint_id] = replace(
-                        r, seq=next(self._seq), row=replace(r.row, thread=dst)
-                    )
+            # In the source's storage order across namespaces, so "latest" and list order
+            # are the same in the copy.
+            source = sorted(
+                (
+                    r
+                    for (thread, _), rows in self._rows.items()
+                    if thread == src
+                    for r in rows.values()
+                ),
+                key=lambda r: r.seq,
+            )
+            for r in source:
+                target = self._rows.setdefault((dst, r.row.ns), {})
+                target.pop(r.row.checkpoint_id, None)
+                target[r.row.checkpoint_id] = replace(
+                    r, seq=next(self._seq), row=replace(r.row, thread=dst)
+                )
             for (thread, ns, cid), writes in list(self._write_store.items()):
                 if thread == src:
                     self._write_store[(dst, ns, cid)] = dict(writes)

@@ -142,7 +142,18 @@ _DECODERS: dict[int, Callable[[Any], Any]] = {
 }
 
 _SCALARS = frozenset({type(None), bool, int, float, str, bytes, bytearray, memoryview})
-_UNPACK_OPTIONS: dict[str, Any] = {"strict_map_key": False, "unicode_errors": "surrogatepass"}
+# msgpack reads its own timestamp extension (code -1) before our hook could refuse it;
+# timestamp=3 makes it an aware UTC datetime, a type of the format, never msgpack's own.
+_UNPACK_OPTIONS: dict[str, Any] = {
+    "strict_map_key": False,
+    "unicode_errors": "surrogatepass",
+    "timestamp": 3,
+}
+MAX_EXT_DEPTH = 64
+"""How deeply extension values (tuples, sets, registered types, ...) may nest.
+
+Each level is a nested msgpack call on the C stack: a limit keeps a crafted blob from
+overflowing it, and ``dumps`` refuses what ``loads`` would refuse."""
 
 
 _reprs = reprlib.Repr()
@@ -177,6 +188,10 @@ class Cipher(Protocol):
 
 
 class _Unsupported(TypeError):
+    pass
+
+
+class _TooDeep(ValueError):
     pass
 
 
@@ -236,6 +251,11 @@ class _Encoder:
         stack = packers.stack
         if depth == len(stack):
             stack.append(msgpack.Packer(buf_size=1024, **self._options))
+        if depth >= MAX_EXT_DEPTH:
+            raise _TooDeep(
+                f"extension values (tuples, sets, registered objects) nest more than "
+                f"{MAX_EXT_DEPTH} levels deep"
+            )
         packers.depth = depth + 1
         try:
             data: bytes = stack[depth].pack(payload)
@@ -254,6 +274,8 @@ class _Encoder:
             return _new_ext((code, self.pack(payload)))
         except UnicodeEncodeError:
             raise
+        except _TooDeep:
+            raise
         except (ValueError, TypeError, OverflowError, RecursionError):
             if code != ERROR:
                 raise
@@ -269,8 +291,22 @@ class _Decoder:
     def __init__(self, registry: TypeRegistry) -> None:
         self.registry = registry
         self.unpack = partial(msgpack.unpackb, ext_hook=self.ext_hook, **_UNPACK_OPTIONS)
+        self._depth = threading.local()
 
     def ext_hook(self, code: int, data: bytes) -> Any:
+        local = self._depth
+        depth = getattr(local, "n", 0)
+        if depth >= MAX_EXT_DEPTH:
+            raise _LoadFailure(
+                code, None, f"extension values nest more than {MAX_EXT_DEPTH} levels deep"
+            )
+        local.n = depth + 1
+        try:
+            return self._ext(code, data)
+        finally:
+            local.n = depth
+
+    def _ext(self, code: int, data: bytes) -> Any:
         payload = self.unpack(data)
         if code == NAMED:
             name, value = _items(payload)
@@ -442,6 +478,8 @@ class Serializer:
             problem = problem or f"cannot serialize a {qualified_name(cls)}: it is not registered."
             return SerializationError(problem, path=at, type_name=qualified_name(cls), hint=hint)
         problem = f"cannot serialize the value ({type(exc).__name__}: {exc})"
+        if isinstance(exc, _TooDeep):
+            problem = f"cannot serialize the value: {exc}"
         if isinstance(exc, ValueError | RecursionError) and "recursion" in str(exc).lower():
             problem = "cannot serialize the value: it nests too deeply or contains itself"
         return SerializationError(problem, path=path)
@@ -530,10 +568,16 @@ class _Raw:
 
     def __init__(self, code: int, data: bytes) -> None:
         self.code, self.name, self.payload = code, None, None
+        depth = getattr(_raw_depth, "n", 0)
+        if depth >= MAX_EXT_DEPTH:
+            return  # as deep as loading goes: the walk stops here too
+        _raw_depth.n = depth + 1
         try:
             self.payload = _tolerant_unpack(data)
         except Exception:
             return
+        finally:
+            _raw_depth.n = depth
         if code in (NAMED, ERROR) and type(self.payload) is list and self.payload:
             self.name = self.payload[0]
 
@@ -542,6 +586,7 @@ class _Raw:
 
 
 _tolerant_unpack = partial(msgpack.unpackb, ext_hook=_Raw, **_UNPACK_OPTIONS)
+_raw_depth = threading.local()
 
 
 def _locate_load(body: bytes | memoryview, path: str, code: int, name: str | None) -> str:

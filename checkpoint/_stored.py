@@ -22,6 +22,7 @@ import threading
 from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,6 +153,9 @@ class StoredSaver(BaseCheckpointSaver):
                 ref, new = encode_value(serde, ch, values[ch], old, extra.get(ch))
                 refs[ch] = ref
                 blobs.update(new)
+        # Known from now on, even before `commit` stores it: the next checkpoint may be
+        # prepared while this one is still being written in the background.
+        self._remember((thread, ns, checkpoint["id"]), refs)
         body = {k: v for k, v in checkpoint.items() if k != "channel_values"}
         meta = dict(metadata)
         meta_bytes = serde.dumps(meta, path="metadata")
@@ -171,8 +175,15 @@ class StoredSaver(BaseCheckpointSaver):
     def commit(self, prepared: PreparedPut) -> dict[str, Any]:
         """Store a prepared checkpoint; returns the config that addresses it."""
         self._store(prepared)
-        self._remember((prepared.thread, prepared.ns, prepared.checkpoint_id), prepared.refs)
         return prepared.config
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Group the writes made inside the ``with`` block into one transaction.
+
+        A run uses it to store a step's writes and checkpoint together. Backends
+        without transactions (the in-memory saver) store each write as it comes.
+        """
+        return nullcontext()
 
     def put(
         self,

@@ -5,6 +5,7 @@
       DeserializationError           loading: unknown type name, corrupt, truncated,
                                      tampered or undecryptable bytes
     ThreadBusyError(RuntimeError)    another run is advancing the same thread
+    SchemaVersionError(RuntimeError) the database was written by a newer stepgraph
 
 Every serde error carries the state path of the value (``state.items[3].payload``)
 and, where one is known, the type's name, as fields as well as in the message.
@@ -14,7 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SerdeError", "SerializationError", "DeserializationError", "ThreadBusyError"]
+__all__ = [
+    "SerdeError",
+    "SerializationError",
+    "DeserializationError",
+    "ThreadBusyError",
+    "SchemaVersionError",
+]
 
 
 class SerdeError(ValueError):
@@ -93,3 +100,27 @@ class ThreadBusyError(RuntimeError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.thread_id, self.holder, self.waited))
+
+
+class SchemaVersionError(RuntimeError):
+    """A database was written by a newer stepgraph, with a schema this one predates.
+
+    Attributes:
+        path: the database.
+        found: the schema version recorded in it.
+        supported: the newest schema version this stepgraph knows.
+    """
+
+    def __init__(self, path: str, found: int, supported: int) -> None:
+        self.path = path
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"{path} has stepgraph schema version {found}, but this stepgraph only knows "
+            f"versions up to {supported}: a newer stepgraph wrote it. Upgrade stepgraph "
+            "(pip install -U stepgraph) to open it; older code does not write to it, so "
+            "it cannot damage data it does not understand"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.found, self.supported))

@@ -27,9 +27,10 @@ Durability modes:
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,9 +41,10 @@ from stepgraph.checkpoint import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    PreparedPut,
     StoredSaver,
 )
-from stepgraph.checkpoint._blobs import appended_prefix
+from stepgraph.checkpoint._blobs import DELTA, appended_prefix
 from stepgraph.checkpoint._model import ERROR, INTERRUPT, RESUME, SCHEDULED, metadata_from_config
 
 from . import _ids
@@ -169,10 +171,14 @@ class Persistence:
         self.replaying = False
         self.parent_config: dict[str, Any] | None = None  # config of the last saved checkpoint
         self._last_values: dict[str, Any] = {}  # append-only channel -> last saved value
-        self._bg: ThreadPoolExecutor | None = None
-        self._inflight: list[Future[Any]] = []
-        self._held_back: list[Callable[[], Any]] = []  # durability="exit"
-        self._held_checkpoint: tuple[Any, ...] | None = None
+        self.step_tasks = 0  # tasks running in the current superstep (set by the loop)
+        self._jobs: list[Callable[[], Any]] = []  # stored together at the next flush
+        self._writer: _Writer | None = None  # durability="async"
+        # durability="exit": the newest checkpoint, serialized, and what it needs
+        self._held: PreparedPut | None = None
+        self._held_blobs: dict[str, bytes] = {}
+        self._held_plain: tuple[Checkpoint, CheckpointMetadata] | None = None
+        self._held_writes: list[Callable[[], Any]] = []
 
     # -- before the run -----------------------------------------------------------
 
@@ -215,10 +221,19 @@ class Persistence:
         saved = self.saved
         assert saved is not None
         core._seq += 1  # the copy gets the next id; tasks planned from it use that id
-        ckpt = self._checkpoint(core, dict(saved.checkpoint["channel_values"]), full=True)
+        ckpt = self._checkpoint(core, dict(saved.checkpoint["channel_values"]))
         ckpt["updated_channels"] = saved.checkpoint.get("updated_channels")
         meta = self._metadata("fork", core.step)
-        self._save_checkpoint(ckpt, meta, {}, appends={})
+        parent = self._advance(ckpt["id"])
+        saver = self.saver
+        if isinstance(saver, StoredSaver):
+            prepared = saver.prepare(parent, ckpt, meta, {})
+            if self.durability == "exit":
+                self._held = prepared
+                return
+            saver.commit(prepared)
+        else:
+            saver.put(parent, ckpt, meta, {})
 
     # -- during the run -----------------------------------------------------------
 
@@ -243,63 +258,87 @@ class Persistence:
     def barrier(self, core: Core, source: Literal["input", "loop", "update"] = "loop") -> None:
         """Save the checkpoint the core reached at the barrier it just applied."""
         changed = core.changed
-        values: dict[str, Any] = {}
-        appends: dict[str, int] = {}
-        if self.stored and self.durability != "exit":
-            for ch in changed:
-                c = core.channels.get(ch)
-                if c is None or not c.persistent:
-                    continue
-                value = c.checkpoint()
-                if value is MISSING:
-                    continue
-                values[ch] = value
-                if ch in self.append_only:
-                    n = appended_prefix(self._last_values.get(ch), value)
-                    if n:
-                        appends[ch] = n
-                    self._last_values[ch] = value
-            ckpt = self._checkpoint(core, values, full=False)
-        else:
-            ckpt = self._checkpoint(core, core.checkpoint_values(), full=True)
         new_versions = {ch: core.versions[ch] for ch in changed if ch in core.versions}
         meta = self._metadata(source, core.step)
-        self._save_checkpoint(ckpt, meta, new_versions, appends)
+        parent = self._advance(core.checkpoint_id)
+        saver = self.saver
+        if not isinstance(saver, StoredSaver):
+            ckpt = self._checkpoint(core, core.checkpoint_values())
+            if self.durability == "exit":
+                self._held_plain = (ckpt, meta)
+                self._held_writes.clear()
+                return
+            self._now(lambda: saver.put(parent, ckpt, meta, new_versions))
+            return
+        values: dict[str, Any] = {}
+        appends: dict[str, int] = {}
+        for ch in changed:
+            c = core.channels.get(ch)
+            if c is None or not c.persistent:
+                continue
+            value = c.checkpoint()
+            if value is MISSING:
+                continue
+            values[ch] = value
+            if ch in self.append_only:
+                n = appended_prefix(self._last_values.get(ch), value)
+                if n:
+                    appends[ch] = n
+                self._last_values[ch] = value
+        # Serialized now, stored now, later in the background, or at the end of the run:
+        # either way nothing the next steps do can change what is saved.
+        prepared = saver.prepare(
+            parent, self._checkpoint(core, values), meta, new_versions, appends=appends
+        )
+        if self.durability == "exit":
+            self._held_blobs.update(prepared.blobs)
+            self._held = prepared
+            self._held_writes.clear()  # a later checkpoint holds their effect
+            return
+        if self.lease is not None:
+            self.lease.renew()
+        self._queue(lambda: saver.commit(prepared))
+        self._flush_queue()
+
+    def flush_step(self) -> None:
+        """Store the writes of a step that will not reach its barrier (it failed)."""
+        self._flush_queue()
 
     # -- after the run ------------------------------------------------------------
 
     def close(self) -> None:
         """Store what is held back or in flight, then release the thread."""
         try:
-            if self._held_checkpoint is not None:
-                self._commit_checkpoint(*self._held_checkpoint)
-                self._held_checkpoint = None
-            for save in self._held_back:
-                save()
-            self._held_back.clear()
-            self.flush()
+            self._flush_queue()
+            if self.durability == "exit":
+                self._store_held()
+            if self._writer is not None:
+                self._writer.flush()
         finally:
-            if self._bg is not None:
-                self._bg.shutdown(wait=True)
-                self._bg = None
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
             if self.lease is not None:
                 self.lease.release()
                 self.lease = None
 
-    def flush(self) -> None:
-        """Wait for background writes; raise the first that failed."""
-        inflight, self._inflight = self._inflight, []
-        first: BaseException | None = None
-        for fut in inflight:
-            exc = fut.exception()
-            if exc is not None and first is None:
-                first = exc
-        if first is not None:
-            raise first
-
     # -- internals ----------------------------------------------------------------
 
-    def _checkpoint(self, core: Core, values: dict[str, Any], *, full: bool) -> Checkpoint:
+    def _advance(self, checkpoint_id: str) -> dict[str, Any]:
+        """Make ``checkpoint_id`` the current checkpoint; return the previous one's config."""
+        parent = self.parent_config or {
+            "configurable": {"thread_id": self.thread, "checkpoint_ns": self.ns}
+        }
+        self.parent_config = {
+            "configurable": {
+                "thread_id": self.thread,
+                "checkpoint_ns": self.ns,
+                "checkpoint_id": checkpoint_id,
+            }
+        }
+        return parent
+
+    def _checkpoint(self, core: Core, values: dict[str, Any]) -> Checkpoint:
         return Checkpoint(
             v=FORMAT_VERSION,
             id=core.checkpoint_id,
@@ -315,86 +354,169 @@ class Persistence:
         meta.update(source=source, step=step, parents=dict(self.parents), run_id=self.run_id)
         return meta  # type: ignore[return-value]
 
-    def _save_checkpoint(
-        self,
-        ckpt: Checkpoint,
-        meta: CheckpointMetadata,
-        new_versions: dict[str, Any],
-        appends: dict[str, int],
-    ) -> None:
-        parent = self.parent_config or {
-            "configurable": {"thread_id": self.thread, "checkpoint_ns": self.ns}
-        }
-        self.parent_config = {
-            "configurable": {
-                "thread_id": self.thread,
-                "checkpoint_ns": self.ns,
-                "checkpoint_id": ckpt["id"],
-            }
-        }
-        if self.durability == "exit":
-            # Keep only the newest: it is all that is stored when the run ends. Its
-            # parent is the checkpoint the run started from; every change since then
-            # is in it, so nothing incremental may be assumed.
-            start = self.saved.config if self.saved is not None else parent
-            held = self._held_checkpoint
-            if held is not None:
-                start = held[0]
-                merged = {**held[3], **new_versions}
-            else:
-                merged = dict(new_versions)
-            self._held_checkpoint = (start, ckpt, meta, merged, {})
-            self._held_back.clear()  # writes of earlier steps are folded into it
-            return
-        if self.lease is not None:
-            self.lease.renew()
-        self._commit_checkpoint(parent, ckpt, meta, new_versions, appends)
-
-    def _commit_checkpoint(
-        self,
-        parent: Mapping[str, Any],
-        ckpt: Checkpoint,
-        meta: CheckpointMetadata,
-        new_versions: dict[str, Any],
-        appends: dict[str, int],
-    ) -> None:
-        saver = self.saver
-        if isinstance(saver, StoredSaver):
-            prepared = saver.prepare(parent, ckpt, meta, new_versions, appends=appends)
-            self._run(lambda: saver.commit(prepared))
-        else:
-            self._run_now(lambda: saver.put(parent, ckpt, meta, new_versions))
-
     def _save_writes(
         self, config: dict[str, Any], writes: list[tuple[str, Any]], task_id: str, path: str
     ) -> None:
         saver = self.saver
-        if isinstance(saver, StoredSaver):
-            prepared = saver.prepare_writes(config, writes, task_id, path)
-            save: Callable[[], Any] = lambda: saver.commit_writes(prepared)  # noqa: E731
-        else:
-            save = lambda: saver.put_writes(config, writes, task_id, path)  # noqa: E731
-        if self.durability == "exit":
-            self._held_back.append(save)
-        elif isinstance(saver, StoredSaver):
-            self._run(save)
-        else:
-            self._run_now(save)
-
-    def _run(self, job: Callable[[], Any]) -> None:
-        if self.durability != "async":
-            job()
+        if not isinstance(saver, StoredSaver):
+            job: Callable[[], Any] = lambda: saver.put_writes(config, writes, task_id, path)  # noqa: E731
+            if self.durability == "exit":
+                self._held_writes.append(job)
+            else:
+                self._now(job)
             return
-        if self._bg is None:
-            self._bg = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepgraph-save")
-        self._inflight = [f for f in self._inflight if not f.done() or f.exception()]
-        self._inflight.append(self._bg.submit(job))
+        prepared = saver.prepare_writes(config, writes, task_id, path)
+        job = lambda: saver.commit_writes(prepared)  # noqa: E731
+        if self.durability == "exit":
+            self._held_writes.append(job)
+            return
+        self._queue(job)
+        if self.step_tasks > 1:
+            # Siblings still run: this task's writes must be stored before they end, so a
+            # crash now does not run it again. A lone task's writes go with the barrier.
+            self._flush_queue()
 
-    def _run_now(self, job: Callable[[], Any]) -> None:
+    def _queue(self, job: Callable[[], Any]) -> None:
+        self._jobs.append(job)
+
+    def _flush_queue(self) -> None:
+        jobs, self._jobs = self._jobs, []
+        if not jobs:
+            return
+        if self.durability == "async":
+            if self._writer is None:
+                self._writer = _Writer(self.saver)
+            self._writer.submit(jobs)
+        else:
+            _run_batch(self.saver, jobs)
+
+    def _store_held(self) -> None:
+        held, self._held = self._held, None
+        saver = self.saver
+        if held is not None and isinstance(saver, StoredSaver):
+            # The run's last checkpoint goes straight under the one it started from,
+            # with every blob written since then that it still needs.
+            start = self.saved.checkpoint["id"] if self.saved is not None else None
+            blobs = _reachable(held, self._held_blobs)
+            final = dataclasses.replace(held, parent_id=start, blobs=blobs)
+            self._held_blobs = {}
+            _run_batch(saver, [lambda: saver.commit(final), *self._held_writes])
+        elif self._held_plain is not None:
+            ckpt, meta = self._held_plain
+            start_cfg = (
+                self.saved.config
+                if self.saved is not None
+                else {"configurable": {"thread_id": self.thread, "checkpoint_ns": self.ns}}
+            )
+            versions = dict(ckpt["channel_versions"])
+            self._held_plain = None
+            self.saver.put(start_cfg, ckpt, meta, versions)
+            for job in self._held_writes:
+                job()
+        else:
+            _run_batch(saver, self._held_writes)
+        self._held_writes = []
+
+    def _now(self, job: Callable[[], Any]) -> None:
         # A saver that cannot serialize ahead of time gets the live values: it must
         # store them before the run moves on, so it always runs in this thread.
-        self.flush()
+        if self._writer is not None:
+            self._writer.flush()
         job()
+
+
+def _run_batch(saver: BaseCheckpointSaver, jobs: list[Callable[[], Any]]) -> None:
+    """Run jobs in one transaction; if that fails, one by one (each is idempotent)."""
+    if not jobs:
+        return
+    batch = getattr(saver, "batch", None)
+    if batch is None or len(jobs) == 1:
+        for job in jobs:
+            job()
+        return
+    try:
+        with batch():
+            for job in jobs:
+                job()
+    except Exception:
+        for job in jobs:
+            job()
+
+
+def _reachable(prepared: PreparedPut, blobs: Mapping[str, bytes]) -> dict[str, bytes]:
+    """The blobs of ``blobs`` that ``prepared``'s references need, through delta chains."""
+    out: dict[str, bytes] = {}
+    todo = [ref[0] for ref in prepared.refs.values()]
+    while todo:
+        key = todo.pop()
+        data = blobs.get(key)
+        if data is None or key in out:
+            continue
+        out[key] = data
+        if data[:1] == DELTA:
+            todo.append(data[1:17].hex())
+    return out
+
+
+class _Writer:
+    """Stores job batches on one background thread, in order, a transaction per wake-up.
+
+    Jobs that pile up while a commit is running are stored together by the next one:
+    the busier the run, the fewer commits per step.
+    """
+
+    def __init__(self, saver: BaseCheckpointSaver) -> None:
+        self.saver = saver
+        self._cond = threading.Condition()
+        self._jobs: list[Callable[[], Any]] = []
+        self._busy = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="stepgraph-save", daemon=True)
+        self._thread.start()
+
+    def submit(self, jobs: list[Callable[[], Any]]) -> None:
+        with self._cond:
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            self._jobs.extend(jobs)
+            self._cond.notify_all()
+
+    def flush(self) -> None:
+        """Wait until everything submitted is stored; raise the first failure."""
+        with self._cond:
+            while self._jobs or self._busy:
+                self._cond.wait()
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs and not self._closed:
+                    self._cond.wait()
+                if not self._jobs:
+                    return
+                jobs, self._jobs = self._jobs, []
+                self._busy = True
+            try:
+                _run_batch(self.saver, jobs)
+            except BaseException as exc:
+                with self._cond:
+                    if self._error is None:
+                        self._error = exc
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
 
 
 def _task_path(task: Task) -> str:

@@ -76,7 +76,7 @@ class StateSnapshot(NamedTuple):
 
 def saver_of(graph: Pregel) -> BaseCheckpointSaver:
     saver = graph.checkpointer
-    if saver is None:
+    if not isinstance(saver, BaseCheckpointSaver):
         raise ValueError(
             "this graph has no checkpointer, so it keeps no state between runs: compile "
             "it with one, e.g. compile(checkpointer=SqliteSaver('state.db'))"
@@ -103,9 +103,19 @@ def graph_for_namespace(graph: Pregel, ns: str) -> Pregel:
 
 
 def snapshot(
-    graph: Pregel, saved: CheckpointTuple, *, subgraphs: bool = False, ns: str = ""
+    graph: Pregel,
+    saved: CheckpointTuple,
+    *,
+    subgraphs: bool = False,
+    ns: str = "",
+    apply_writes: bool = False,
 ) -> StateSnapshot:
-    """The state a saved checkpoint holds, with the tasks that would run next."""
+    """The state a saved checkpoint holds, with the tasks that would run next.
+
+    With ``apply_writes`` (the thread's latest checkpoint, as ``get_state`` shows it),
+    the writes of tasks that finished after it are shown in ``values`` and those
+    tasks are left out of ``next``; a past checkpoint is shown as it was saved.
+    """
     core = restore_core(graph.program, saved, namespace=ns)
     tasks = core.plan()
     writes: dict[str, list[tuple[str, Any]]] = {}
@@ -119,7 +129,7 @@ def snapshot(
             interrupts.setdefault(task_id, []).extend(found)
         elif channel not in SPECIAL_WRITES:
             writes.setdefault(task_id, []).append((channel, value))
-    done = [t for t in tasks if t.id in writes]
+    done = [t for t in tasks if t.id in writes] if apply_writes else []
     values = _values_with(graph, core, done, writes)
     thread = saved.config["configurable"]["thread_id"]
     out_tasks = []
@@ -132,7 +142,9 @@ def snapshot(
             if subgraphs:
                 sub_saved = saver_of(graph).get_tuple(sub_config)
                 if sub_saved is not None:
-                    state = snapshot(t.node.subgraph, sub_saved, subgraphs=True, ns=sub_ns)
+                    state = snapshot(
+                        t.node.subgraph, sub_saved, subgraphs=True, ns=sub_ns, apply_writes=True
+                    )
         result = graph._map_update(writes[t.id], graph._stream_keys()) if t.id in writes else None
         out_tasks.append(
             PregelTask(
@@ -147,7 +159,7 @@ def snapshot(
         )
     return StateSnapshot(
         values=values,
-        next=tuple(t.name for t in tasks if t.id not in writes),
+        next=tuple(t.name for t in tasks if not (apply_writes and t.id in writes)),
         config=saved.config,
         metadata=saved.metadata,
         created_at=saved.checkpoint["ts"],
@@ -204,7 +216,8 @@ def get_state(
             parent_config=None,
             tasks=(),
         )
-    return snapshot(target, saved, subgraphs=subgraphs, ns=ns)
+    latest = conf.get("checkpoint_id") is None
+    return snapshot(target, saved, subgraphs=subgraphs, ns=ns, apply_writes=latest)
 
 
 def get_state_history(

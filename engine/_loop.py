@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from stepgraph.checkpoint import BaseCheckpointSaver
 
-from ._checkpointing import Durability, Persistence
+from ._checkpointing import Durability, Persistence, check_durability
 from ._core import Core
 from ._runtime import StreamWriter, _no_op_writer
 from ._task import Task
@@ -189,6 +189,8 @@ class RunLoop:
                     self.after_tick()
                     continue
                 tasks = to_run
+            if p is not None:
+                p.step_tasks = len(tasks)
             break
         if self._task_events:
             for t in tasks:
@@ -231,11 +233,20 @@ class RunLoop:
 
     def after_tick(self) -> None:
         """The barrier: raise the step's errors, or commit its writes."""
+        p = self.persistence
         if self.errors:
+            if p is not None:
+                p.flush_step()
             self._raise_errors()
-        updated = self.core.commit(self.tasks)
-        if self.persistence is not None:
-            self.persistence.barrier(self.core)
+        if p is None:
+            updated = self.core.commit(self.tasks)
+        else:
+            try:
+                updated = self.core.commit(self.tasks)
+            except BaseException:
+                p.flush_step()  # the finished tasks' writes survive a rejected barrier
+                raise
+            p.barrier(self.core)
         if self._values and not updated.isdisjoint(self._output_set):
             self.emit("values", self.graph._read(self.core, self.output_keys))
 
@@ -311,6 +322,10 @@ def _persistence(
     durability: Durability | None,
 ) -> Persistence | None:
     saver = graph.checkpointer
+    if durability is not None:
+        check_durability(durability)
+    if saver is False:
+        return None  # compiled with checkpointer=False: this graph never saves
     parents: dict[str, str] = {}
     if parent is not None:
         up = parent.run.persistence
@@ -323,8 +338,6 @@ def _persistence(
                 parents[up.ns] = up.parent_config["configurable"]["checkpoint_id"]
     if not isinstance(saver, BaseCheckpointSaver):
         return None
-    from ._checkpointing import check_durability
-
     mode = check_durability(durability or "async")
     return Persistence(
         saver, graph.program, config, namespace=namespace, durability=mode, parents=parents

@@ -6,7 +6,7 @@ import asyncio
 import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 from stepgraph.channels import BaseChannel
 from stepgraph.checkpoint import BaseCheckpointSaver
@@ -83,7 +83,8 @@ class Pregel:
     """
 
     default_stream_mode: str = "values"
-    checkpointer: BaseCheckpointSaver | None = None
+    checkpointer: BaseCheckpointSaver | Literal[False] | None = None
+    """Where runs save their steps; None inherits the parent graph's, False never saves."""
 
     def __init__(
         self,

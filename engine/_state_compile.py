@@ -134,7 +134,7 @@ def compile_state_graph(
     problems = [*builder.problems, *problems]
     before = _interrupt_names(interrupt_before, builder, "interrupt_before", problems)
     after = _interrupt_names(interrupt_after, builder, "interrupt_after", problems)
-    if (before or after) and saver is None:
+    if (before or after) and not isinstance(saver, BaseCheckpointSaver):
         problems.append(
             "interrupt_before/interrupt_after pause the run and resume it later, which needs "
             "a checkpointer: compile(checkpointer=InMemorySaver()) or SqliteSaver(...)"
@@ -156,14 +156,16 @@ def compile_state_graph(
         interrupt_before=before,
         interrupt_after=after,
     )
-    compiled.checkpointer = saver if isinstance(saver, BaseCheckpointSaver) else None
+    compiled.checkpointer = (
+        saver if isinstance(saver, BaseCheckpointSaver) or saver is False else None
+    )
     return compiled
 
 
 def _check_checkpointer(checkpointer: Any) -> Any:
     # None and True: a subgraph saves where its parent saves; False: never saves.
     if checkpointer in (None, True, False) or isinstance(checkpointer, BaseCheckpointSaver):
-        return None if checkpointer is True else checkpointer
+        return None if checkpointer is True else checkpointer  # False stays False
     raise TypeError(
         f"checkpointer must be a saver such as InMemorySaver() or SqliteSaver(path) "
         f"(a stepgraph.checkpoint.BaseCheckpointSaver), got {type(checkpointer).__name__}"
