@@ -42,6 +42,7 @@ from stepgraph.checkpoint import (
     CheckpointMetadata,
     CheckpointTuple,
     PreparedPut,
+    SerdeError,
     StoredSaver,
 )
 from stepgraph.checkpoint._blobs import DELTA, appended_prefix
@@ -253,7 +254,14 @@ class Persistence:
             writes = [(ERROR, error)]
         else:
             return  # control signals and interpreter exits are not task results
-        self._save_writes(self.parent_config, writes, task.id, _task_path(task))
+        try:
+            self._save_writes(self.parent_config, writes, task.id, _task_path(task))
+        except SerdeError as exc:
+            exc.add_note(
+                f"while saving the writes of node {task.name!r} in superstep {task.step} "
+                f"(task {task.id}) on thread {self.thread!r}"
+            )
+            raise
 
     def barrier(self, core: Core, source: Literal["input", "loop", "update"] = "loop") -> None:
         """Save the checkpoint the core reached at the barrier it just applied."""
@@ -287,9 +295,13 @@ class Persistence:
                 self._last_values[ch] = value
         # Serialized now, stored now, later in the background, or at the end of the run:
         # either way nothing the next steps do can change what is saved.
-        prepared = saver.prepare(
-            parent, self._checkpoint(core, values), meta, new_versions, appends=appends
-        )
+        try:
+            prepared = saver.prepare(
+                parent, self._checkpoint(core, values), meta, new_versions, appends=appends
+            )
+        except SerdeError as exc:
+            exc.add_note(f"while saving the checkpoint after superstep {core.step}")
+            raise
         if self.durability == "exit":
             self._held_blobs.update(prepared.blobs)
             self._held = prepared

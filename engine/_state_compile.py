@@ -35,7 +35,7 @@ from ._pregel import Pregel
 from ._program import NodeSpec, Program, Writer
 from ._runtime import current_task
 from ._schema import PydanticValidator, Schema, is_pydantic, merge_channels
-from ._types import END, START, TASKS, Command, Send, is_send_list
+from ._types import END, START, TASKS, Command, Send, is_send_list, register_engine_types
 from ._util import call_with_injection, injection_for, is_async_callable
 from .errors import GraphBuildError, InvalidInputError, InvalidNodeReturnError, ParentCommand
 
@@ -178,6 +178,7 @@ def _register_types(saver: BaseCheckpointSaver, builder: StateGraph) -> None:
     registry = getattr(getattr(saver, "serde", None), "registry", None)
     if registry is None:
         return
+    register_engine_types(registry)
     for schema in builder.schemas:
         registry.register_schema(schema)
     if builder.context_schema is not None:

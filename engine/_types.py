@@ -115,24 +115,34 @@ def is_send_list(value: object) -> bool:
     )
 
 
-def _register_engine_types() -> None:
-    # Sends wait in the task topic between steps and Commands can be resume input:
-    # both are saved in checkpoints, so both must load again (and nothing else may).
+def register_engine_types(registry: Any = None) -> None:
+    """Allow the engine's own types in ``registry`` (default: the process-wide one).
+
+    Sends wait in the task topic between steps and Commands can be resume input: both
+    are saved in checkpoints, so both must load again.
+    """
     from stepgraph.checkpoint import default_registry
 
-    registry = default_registry()
-    registry.register(
-        Send,
-        name="stepgraph.Send",
-        encode=lambda s: [s.node, s.arg],
-        decode=lambda v: Send(v[0], v[1]),
-    )
-    registry.register(
-        Command,
-        name="stepgraph.Command",
-        encode=lambda c: {"update": c.update, "goto": c.goto, "graph": c.graph, "resume": c.resume},
-        decode=lambda v: Command(**v),
-    )
+    registry = default_registry() if registry is None else registry
+    if Send not in registry:
+        registry.register(
+            Send,
+            name="stepgraph.Send",
+            encode=lambda s: [s.node, s.arg],
+            decode=lambda v: Send(v[0], v[1]),
+        )
+    if Command not in registry:
+        registry.register(
+            Command,
+            name="stepgraph.Command",
+            encode=lambda c: {
+                "update": c.update,
+                "goto": c.goto,
+                "graph": c.graph,
+                "resume": c.resume,
+            },
+            decode=lambda v: Command(**v),
+        )
 
 
-_register_engine_types()
+register_engine_types()

@@ -1,17 +1,25 @@
 """Map-reduce with Send: count words in parallel, merge the counts, report the top words.
 
-Run it:  python examples/map_reduce.py
+Run it:  python examples/map_reduce.py [--db PATH] [--thread ID]
 
 The graph:  START --Send per chunk--> count_words (parallel) --> merge --> report --> END
+
+Every superstep is saved in a SQLite file (``.stepgraph/examples.db`` by default), the
+embedded default saver: the run prints its checkpoints at the end, and running it again
+with the same ``--thread`` shows the saved state instead of recomputing it.
 """
 
 from __future__ import annotations
 
+import argparse
 import operator
 import re
+import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
+from stepgraph.checkpoint import BaseCheckpointSaver, SqliteSaver
 from stepgraph.engine import END, START, Send, StateGraph, get_stream_writer
 
 TEXT = """\
@@ -53,7 +61,7 @@ def report(state: State) -> dict[str, Any]:
     return {"top": ranked[:5]}
 
 
-def build() -> Any:
+def build(checkpointer: BaseCheckpointSaver | None = None) -> Any:
     graph = StateGraph(State)
     graph.add_node(count_words)
     graph.add_node(merge)
@@ -62,23 +70,42 @@ def build() -> Any:
     graph.add_edge("count_words", "merge")
     graph.add_edge("merge", "report")
     graph.add_edge("report", END)
-    return graph.compile()
+    return graph.compile(checkpointer=checkpointer)
 
 
-def main() -> None:
-    app = build()
-    chunks = [line for line in TEXT.splitlines() if line.strip()]
-    final: dict[str, Any] = {}
-    for mode, chunk in app.stream({"chunks": chunks}, stream_mode=["custom", "updates", "values"]):
-        if mode == "custom":
-            print(f"  progress: {chunk}")
-        elif mode == "updates":
-            print(f"step done: {', '.join(chunk)}")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--db", type=Path, default=Path(".stepgraph/examples.db"))
+    parser.add_argument("--thread", default=None, help="thread id (default: a new one)")
+    args = parser.parse_args(argv)
+    thread = args.thread or f"map-reduce-{uuid.uuid4().hex[:8]}"
+    config = {"configurable": {"thread_id": thread}}
+    with SqliteSaver(args.db) as saver:
+        app = build(saver)
+        saved = app.get_state(config)
+        if saved.values and not saved.next:
+            print(f"thread {thread!r} already finished; its saved result:")
+            final = saved.values
         else:
-            final = chunk
-    print("top words:")
-    for word, n in final["top"]:
-        print(f"  {word:<10} {n}")
+            chunks = [line for line in TEXT.splitlines() if line.strip()]
+            final = {}
+            inp = {"chunks": chunks} if not saved.values else None  # None: resume
+            modes = ["custom", "updates", "values"]
+            for mode, chunk in app.stream(inp, config, stream_mode=modes):
+                if mode == "custom":
+                    print(f"  progress: {chunk}")
+                elif mode == "updates":
+                    print(f"step done: {', '.join(chunk)}")
+                else:
+                    final = chunk
+        print("top words:")
+        for word, n in final["top"]:
+            print(f"  {word:<10} {n}")
+        history = list(app.get_state_history(config))
+        print(f"saved {len(history)} checkpoints of thread {thread!r} in {args.db}:")
+        for snap in reversed(history):
+            meta = snap.metadata
+            print(f"  step {meta['step']:>2}  {meta['source']:<6} next={list(snap.next)}")
 
 
 if __name__ == "__main__":

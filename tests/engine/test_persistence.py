@@ -9,6 +9,8 @@ is checked by counting node calls.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import operator
 import threading
 from collections import Counter
@@ -962,3 +964,105 @@ def test_leaving_a_stream_early_leaves_a_resumable_thread(
     # The lease was let go, and the run continues where it stopped.
     assert driver.invoke(graph, None, thread()) == {"x": ["in", "a", "b", "c"]}
     assert calls == {"a": 1, "b": 1, "c": 1}
+
+
+# -- ids across machines, types, encryption ---------------------------------------------
+
+
+def test_a_run_numbers_its_checkpoints_after_its_parent_even_if_the_clock_is_behind(
+    driver: Any, saver: BaseCheckpointSaver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stepgraph.engine import _ids
+
+    graph = sequence(saver, Counter())
+    driver.invoke(graph, {"x": ["0"]}, thread("skew"))
+    written = history(graph, thread("skew"))
+    newest = ckpt_id(written[0].config)
+    assert newest is not None
+    # This machine's clock is a day behind the one that wrote the thread.
+    real = _ids.time.time_ns
+    monkeypatch.setattr(_ids.time, "time_ns", lambda: real() - 86_400 * 10**9)
+    monkeypatch.setattr(_ids, "_last_ts", 0)
+    driver.invoke(graph, {"x": ["1"]}, thread("skew"))
+    later = history(graph, thread("skew"))
+    new_ids = [ckpt_id(s.config) for s in later[: len(later) - len(written)]]
+    assert all(i is not None and i > newest for i in new_ids)
+    assert graph.get_state(thread("skew")).values["x"][-3:] == ["1", "a", "b"]
+
+
+@dataclasses.dataclass
+class Order:
+    sku: str
+    placed: dt.datetime
+
+
+class Orders(TypedDict):
+    orders: Annotated[list[Order], operator.add]
+
+
+def test_compile_registers_the_state_schemas_types_with_the_saver(tmp_path: Any) -> None:
+    # A saver with an empty registry of its own: only what compile() registers loads.
+    saver = checkpoint_pkg.SqliteSaver(
+        tmp_path / "types.db", serde=checkpoint_pkg.Serializer(checkpoint_pkg.TypeRegistry())
+    )
+    when = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+
+    def place(state: Orders) -> dict[str, Any]:
+        return {"orders": [Order("tea", when)]}
+
+    def fan(state: Orders) -> list[Send]:
+        return [Send("place", state)]
+
+    g = StateGraph(Orders)
+    g.add_node(place)
+    g.add_conditional_edges(START, fan, ["place"])
+    graph = g.compile(checkpointer=saver)
+    graph.invoke({"orders": []}, thread("types"))
+    saved = saver.get_tuple(thread("types"))
+    assert saved is not None
+    assert saved.checkpoint["channel_values"]["orders"] == [Order("tea", when)]
+
+
+def test_values_can_be_encrypted_at_rest(tmp_path: Any) -> None:
+    pytest.importorskip("cryptography")
+    from stepgraph.checkpoint import AesGcmCipher, Serializer
+
+    key = AesGcmCipher.generate_key()
+    path = tmp_path / "sealed.db"
+    saver = checkpoint_pkg.SqliteSaver(path, serde=Serializer(cipher=AesGcmCipher(key)))
+    graph = sequence(saver, Counter())
+    graph.invoke({"x": ["secret-value"]}, thread("sealed"))
+    saver.close()
+    assert b"secret-value" not in path.read_bytes()
+    for extra in path.parent.glob("sealed.db-*"):
+        assert b"secret-value" not in extra.read_bytes()
+    reopened = checkpoint_pkg.SqliteSaver(path, serde=Serializer(cipher=AesGcmCipher(key)))
+    assert sequence(reopened, Counter()).get_state(thread("sealed")).values == {
+        "x": ["secret-value", "a", "b"]
+    }
+    wrong = checkpoint_pkg.SqliteSaver(
+        path, serde=Serializer(cipher=AesGcmCipher(AesGcmCipher.generate_key()))
+    )
+    with pytest.raises(checkpoint_pkg.DeserializationError):
+        sequence(wrong, Counter()).get_state(thread("sealed"))
+
+
+def test_a_value_that_cannot_be_saved_names_its_path_and_node() -> None:
+    class Opaque:
+        pass
+
+    class Box(TypedDict):
+        things: list[Any]
+
+    def put(state: Box) -> dict[str, Any]:
+        return {"things": [1, Opaque()]}
+
+    g = StateGraph(Box)
+    g.add_node(put)
+    g.add_edge(START, "put")
+    graph = g.compile(checkpointer=InMemorySaver())
+    with pytest.raises(checkpoint_pkg.SerializationError) as info:
+        graph.invoke({"things": []}, thread("opaque"), durability="sync")
+    assert info.value.path == "writes.things[1]"
+    assert "Opaque" in str(info.value)
+    assert any("'put'" in note for note in info.value.__notes__)
