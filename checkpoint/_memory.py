@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ._blobs import DELTA
+from ._blobs import links, write_blob
 from ._serde import Serializer
 from ._stored import PreparedPut, StoredRow, StoredSaver, StoredWrite, WriteKey
 
@@ -128,9 +128,16 @@ class InMemorySaver(StoredSaver):
         return out
 
     def _store_writes(
-        self, key: WriteKey, task_id: str, task_path: str, rows: Sequence[tuple[int, str, bytes]]
+        self,
+        key: WriteKey,
+        task_id: str,
+        task_path: str,
+        rows: Sequence[tuple[int, str, bytes]],
+        blobs: Mapping[str, bytes],
     ) -> None:
         with self._lock:
+            for blob_key, data in blobs.items():
+                self._blob_store.setdefault(blob_key, data)
             stored = self._write_store.setdefault(key, {})
             for idx, channel, data in rows:
                 if idx >= 0 and (task_id, idx) in stored:
@@ -190,14 +197,18 @@ class InMemorySaver(StoredSaver):
         store = self._blob_store
         live: set[str] = set()
         todo = [k for rows in self._rows.values() for r in rows.values() for k in r.blob_keys]
+        todo += [
+            k
+            for writes in self._write_store.values()
+            for _, data, _ in writes.values()
+            if (k := write_blob(data)) is not None
+        ]
         while todo:
             key = todo.pop()
             if key in live or key not in store:
                 continue
             live.add(key)
-            data = store[key]
-            if data[:1] == DELTA:
-                todo.append(data[1:17].hex())
+            todo.extend(links(store[key]))
         self._blob_store = {k: v for k, v in store.items() if k in live}
 
 

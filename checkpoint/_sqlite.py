@@ -30,10 +30,11 @@ other tables, LangGraph's ``checkpoints``/``writes`` included)::
         checkpoint_id, parent_checkpoint_id, checkpoint, refs, metadata,
         metadata_json, UNIQUE(thread_id, checkpoint_ns, checkpoint_id))
         indexes (thread_id, checkpoint_ns, seq) and (thread_id, seq)
-    stepgraph_blobs(hash PK, base, data)             base: the blob a delta extends
+    stepgraph_blobs(hash PK, base, items, data)      a delta's previous blob and items
     stepgraph_blob_refs(seq, hash, PK(seq, hash))    blobs a checkpoint names directly
     stepgraph_writes(thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel,
-        value, task_path, PK(thread_id, checkpoint_ns, checkpoint_id, task_id, idx))
+        value, blob, task_path, PK(thread_id, checkpoint_ns, checkpoint_id, task_id, idx))
+        blob: the blob a large write is stored in (shared with the delta it appends)
     stepgraph_leases(thread_id PK, owner, expires_at)
 """
 
@@ -54,7 +55,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from ._base import owner_is_dead
-from ._blobs import DELTA
+from ._blobs import links, write_blob
 from ._model import CheckpointTuple
 from ._serde import Serializer
 from ._stored import PreparedPut, StoredRow, StoredSaver, StoredWrite, WriteKey
@@ -66,7 +67,7 @@ BUSY_TIMEOUT = 30.0
 """Seconds a connection waits for another process's write lock before failing."""
 
 _CHUNK = 498  # bound parameters per statement, below SQLite's oldest default limit (999)
-_MIN_SQLITE = (3, 25, 0)  # window functions (prune) and row values
+_MIN_SQLITE = (3, 34, 0)  # window functions, row values, several recursive selects
 _JSON_DEPTH = 64  # metadata nested deeper is stored as text in metadata_json
 _INT64 = (-(2**63), 2**63)
 _PLAIN_KEY = re.compile(r'[^"\\\x00-\x1f]*')  # keys a JSON path can name without escapes
@@ -93,10 +94,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE stepgraph_blobs (
             hash TEXT PRIMARY KEY,
             base TEXT,
+            items TEXT,
             data BLOB NOT NULL
         )""",
         """CREATE INDEX stepgraph_blobs_base ON stepgraph_blobs (base)
             WHERE base IS NOT NULL""",
+        """CREATE INDEX stepgraph_blobs_items ON stepgraph_blobs (items)
+            WHERE items IS NOT NULL""",
         """CREATE TABLE stepgraph_blob_refs (
             seq INTEGER NOT NULL,
             hash TEXT NOT NULL,
@@ -111,9 +115,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             idx INTEGER NOT NULL,
             channel TEXT NOT NULL,
             value BLOB NOT NULL,
+            blob TEXT,
             task_path TEXT NOT NULL DEFAULT '',
             PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
         )""",
+        """CREATE INDEX stepgraph_writes_blob ON stepgraph_writes (blob)
+            WHERE blob IS NOT NULL""",
         """CREATE TABLE stepgraph_leases (
             thread_id TEXT PRIMARY KEY,
             owner TEXT NOT NULL,
@@ -144,18 +151,27 @@ WITH RECURSIVE
         UNION
         SELECT b.base FROM stepgraph_blobs AS b JOIN cand ON b.hash = cand.hash
         WHERE b.base IS NOT NULL
+        UNION
+        SELECT b.items FROM stepgraph_blobs AS b JOIN cand ON b.hash = cand.hash
+        WHERE b.items IS NOT NULL
     ),
     down(hash) AS (
         SELECT hash FROM cand
         UNION
         SELECT b.hash FROM stepgraph_blobs AS b JOIN down ON b.base = down.hash
+        UNION
+        SELECT b.hash FROM stepgraph_blobs AS b JOIN down ON b.items = down.hash
     ),
     live(hash) AS (
         SELECT d.hash FROM down AS d
         WHERE EXISTS (SELECT 1 FROM stepgraph_blob_refs AS r WHERE r.hash = d.hash)
+            OR EXISTS (SELECT 1 FROM stepgraph_writes AS w WHERE w.blob = d.hash)
         UNION
         SELECT b.base FROM stepgraph_blobs AS b JOIN live ON b.hash = live.hash
         WHERE b.base IS NOT NULL
+        UNION
+        SELECT b.items FROM stepgraph_blobs AS b JOIN live ON b.hash = live.hash
+        WHERE b.items IS NOT NULL
     )
 DELETE FROM stepgraph_blobs
 WHERE hash IN (SELECT hash FROM cand EXCEPT SELECT hash FROM live)
@@ -403,15 +419,13 @@ class SqliteSaver(StoredSaver):
     # -- storage ------------------------------------------------------------------
 
     def _store(self, prepared: PreparedPut) -> None:
-        blob_rows = [
-            (key, data[1:17].hex() if data[:1] == DELTA else None, data)
-            for key, data in prepared.blobs.items()
-        ]
+        blob_rows = [_blob_row(key, data) for key, data in prepared.blobs.items()]
         hashes = sorted({ref[0] for ref in prepared.refs.values()})
         address = (prepared.thread, prepared.ns, prepared.checkpoint_id)
         with self._writing() as conn:
             conn.executemany(
-                "INSERT OR IGNORE INTO stepgraph_blobs (hash, base, data) VALUES (?, ?, ?)",
+                "INSERT OR IGNORE INTO stepgraph_blobs (hash, base, items, data) "
+                "VALUES (?, ?, ?, ?)",
                 blob_rows,
             )
             # A re-put replaces the row and moves it to newest; its pending writes stay.
@@ -535,9 +549,15 @@ class SqliteSaver(StoredSaver):
                         UNION
                         SELECT b.base FROM stepgraph_blobs AS b JOIN chain ON b.hash = chain.hash
                         WHERE b.base IS NOT NULL
+                    ),
+                    every(hash) AS (
+                        SELECT hash FROM chain
+                        UNION
+                        SELECT b.items FROM stepgraph_blobs AS b JOIN chain ON b.hash = chain.hash
+                        WHERE b.items IS NOT NULL
                     )
                     SELECT b.hash, b.data FROM stepgraph_blobs AS b
-                    JOIN chain ON b.hash = chain.hash""",
+                    JOIN every ON b.hash = every.hash""",
                     chunk,
                 )
                 out.update(rows)
@@ -564,15 +584,34 @@ class SqliteSaver(StoredSaver):
         return out
 
     def _store_writes(
-        self, key: WriteKey, task_id: str, task_path: str, rows: Sequence[tuple[int, str, bytes]]
+        self,
+        key: WriteKey,
+        task_id: str,
+        task_path: str,
+        rows: Sequence[tuple[int, str, bytes]],
+        blobs: Mapping[str, bytes],
     ) -> None:
         columns = (
             "INTO stepgraph_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, "
-            "channel, value, task_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            "channel, value, blob, task_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
-        ordinary = [(*key, task_id, i, ch, data, task_path) for i, ch, data in rows if i >= 0]
-        special = [(*key, task_id, i, ch, data, task_path) for i, ch, data in rows if i < 0]
+        ordinary = [
+            (*key, task_id, i, ch, data, write_blob(data), task_path)
+            for i, ch, data in rows
+            if i >= 0
+        ]
+        special = [
+            (*key, task_id, i, ch, data, write_blob(data), task_path)
+            for i, ch, data in rows
+            if i < 0
+        ]
         with self._writing() as conn:
+            if blobs:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO stepgraph_blobs (hash, base, items, data) "
+                    "VALUES (?, ?, ?, ?)",
+                    [_blob_row(k, data) for k, data in blobs.items()],
+                )
             # A retried save of ordinary writes is a no-op (the first copy wins);
             # special writes (error, interrupt, ...) are replaced, the last one wins.
             conn.executemany("INSERT OR IGNORE " + columns, ordinary)
@@ -585,6 +624,11 @@ class SqliteSaver(StoredSaver):
                 conn.execute(
                     "INSERT OR IGNORE INTO temp.stepgraph_doomed (seq) SELECT seq "
                     f"FROM stepgraph_checkpoints WHERE thread_id IN ({marks})",
+                    chunk,
+                )
+                conn.execute(
+                    "INSERT OR IGNORE INTO temp.stepgraph_gc_seed (hash) SELECT blob "
+                    f"FROM stepgraph_writes WHERE thread_id IN ({marks}) AND blob IS NOT NULL",
                     chunk,
                 )
                 conn.execute(f"DELETE FROM stepgraph_writes WHERE thread_id IN ({marks})", chunk)
@@ -619,7 +663,6 @@ class SqliteSaver(StoredSaver):
         if src == dst:
             return
         self._forget_thread(dst)
-        self._forget_thread(dst)
         same_checkpoint = (
             "s.thread_id = ? AND s.checkpoint_ns = d.checkpoint_ns "
             "AND s.checkpoint_id = d.checkpoint_id"
@@ -647,17 +690,20 @@ class SqliteSaver(StoredSaver):
                 "JOIN stepgraph_blob_refs AS r ON r.seq = s.seq WHERE d.thread_id = ?",
                 (src, dst),
             )
-            conn.execute(
-                """DELETE FROM stepgraph_writes WHERE thread_id = ?
-                AND (checkpoint_ns, checkpoint_id) IN (
+            replaced_writes = """thread_id = ? AND (checkpoint_ns, checkpoint_id) IN (
                     SELECT checkpoint_ns, checkpoint_id FROM stepgraph_writes WHERE thread_id = ?
-                )""",
+                )"""
+            conn.execute(
+                "INSERT OR IGNORE INTO temp.stepgraph_gc_seed (hash) SELECT blob "
+                f"FROM stepgraph_writes WHERE blob IS NOT NULL AND {replaced_writes}",
                 (dst, src),
             )
+            conn.execute(f"DELETE FROM stepgraph_writes WHERE {replaced_writes}", (dst, src))
             conn.execute(
                 """INSERT INTO stepgraph_writes (thread_id, checkpoint_ns, checkpoint_id,
-                    task_id, idx, channel, value, task_path)
-                SELECT ?, checkpoint_ns, checkpoint_id, task_id, idx, channel, value, task_path
+                    task_id, idx, channel, value, blob, task_path)
+                SELECT ?, checkpoint_ns, checkpoint_id, task_id, idx, channel, value, blob,
+                    task_path
                 FROM stepgraph_writes WHERE thread_id = ?""",
                 (dst, src),
             )
@@ -751,17 +797,27 @@ def _drop_doomed(conn: sqlite3.Connection, *, with_writes: bool) -> None:
         "DELETE FROM stepgraph_blob_refs WHERE seq IN (SELECT seq FROM temp.stepgraph_doomed)"
     )
     if with_writes:
-        conn.execute(
-            """DELETE FROM stepgraph_writes
-            WHERE (thread_id, checkpoint_ns, checkpoint_id) IN (
+        doomed_writes = """(thread_id, checkpoint_ns, checkpoint_id) IN (
                 SELECT thread_id, checkpoint_ns, checkpoint_id FROM stepgraph_checkpoints
                 WHERE seq IN (SELECT seq FROM temp.stepgraph_doomed)
             )"""
+        conn.execute(
+            "INSERT OR IGNORE INTO temp.stepgraph_gc_seed (hash) SELECT blob "
+            f"FROM stepgraph_writes WHERE blob IS NOT NULL AND {doomed_writes}"
         )
+        conn.execute(f"DELETE FROM stepgraph_writes WHERE {doomed_writes}")
     conn.execute(
         "DELETE FROM stepgraph_checkpoints WHERE seq IN (SELECT seq FROM temp.stepgraph_doomed)"
     )
     conn.execute("DELETE FROM temp.stepgraph_doomed")
+
+
+def _blob_row(key: str, data: bytes) -> tuple[str, str | None, str | None, bytes]:
+    """``(hash, base, items, data)``: a delta's links are columns, for chains and GC."""
+    found = links(data)
+    if found:
+        return key, found[0], found[1], data
+    return key, None, None, data
 
 
 def _collect(conn: sqlite3.Connection) -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._base import BaseCheckpointSaver, PruneStrategy, checkpoint_config, thread_of
-from ._blobs import Ref, decode_values, encode_value
+from ._blobs import Ref, decode_values, decode_write, encode_value, encode_write, write_blob
 from ._model import (
     WRITES_IDX_MAP,
     ChannelVersion,
@@ -83,6 +83,7 @@ class PreparedWrites:
     task_id: str
     task_path: str
     rows: builtins.list[tuple[int, str, bytes]]
+    blobs: dict[str, bytes]  # large write values, stored as blobs (shared with deltas)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +207,9 @@ class StoredSaver(BaseCheckpointSaver):
     def commit_writes(self, prepared: PreparedWrites) -> None:
         """Store writes made ready by `prepare_writes`."""
         if prepared.rows:
-            self._store_writes(prepared.key, prepared.task_id, prepared.task_path, prepared.rows)
+            self._store_writes(
+                prepared.key, prepared.task_id, prepared.task_path, prepared.rows, prepared.blobs
+            )
 
     def prepare_writes(
         self,
@@ -222,15 +225,17 @@ class StoredSaver(BaseCheckpointSaver):
                 "put_writes needs the config of the checkpoint the task ran from "
                 "(configurable.checkpoint_id is missing)"
             )
-        rows = [
-            (
-                WRITES_IDX_MAP.get(channel, i),
-                channel,
-                self.serde.dumps(value, path=f"writes.{channel}"),
-            )
-            for i, (channel, value) in enumerate(writes)
-        ]
-        return PreparedWrites((thread, ns, checkpoint_id), task_id, task_path, rows)
+        rows: builtins.list[tuple[int, str, bytes]] = []
+        blobs: dict[str, bytes] = {}
+        for i, (channel, value) in enumerate(writes):
+            idx = WRITES_IDX_MAP.get(channel, i)
+            if idx < 0:  # special writes are replaced in place: keep them inline
+                stored = self.serde.dumps(value, path=f"writes.{channel}")
+            else:
+                stored, new = encode_write(self.serde, channel, value)
+                blobs.update(new)
+            rows.append((idx, channel, stored))
+        return PreparedWrites((thread, ns, checkpoint_id), task_id, task_path, rows, blobs)
 
     # -- reading ------------------------------------------------------------------
 
@@ -281,6 +286,11 @@ class StoredSaver(BaseCheckpointSaver):
             return {k: cache[k] for k in keys if k in cache}
 
         writes = self._writes([(r.thread, r.ns, r.checkpoint_id) for r in rows])
+        write_blobs = sorted(
+            {k for found in writes.values() for *_, data in found if (k := write_blob(data))}
+        )
+        if write_blobs:
+            fetch(write_blobs)
         out: builtins.list[CheckpointTuple] = []
         for row, refs in zip(rows, refs_of):
             body = serde.loads(row.checkpoint, path="checkpoint")
@@ -289,7 +299,7 @@ class StoredSaver(BaseCheckpointSaver):
             key = (row.thread, row.ns, row.checkpoint_id)
             self._remember(key, refs)
             pending: builtins.list[PendingWrite] = [
-                (task_id, channel, serde.loads(data, path=f"writes.{channel}"))
+                (task_id, channel, decode_write(serde, channel, data, cache))
                 for task_id, _, channel, data in writes.get(key, ())
             ]
             out.append(
@@ -396,9 +406,18 @@ class StoredSaver(BaseCheckpointSaver):
 
     @abstractmethod
     def _store_writes(
-        self, key: WriteKey, task_id: str, task_path: str, rows: Sequence[tuple[int, str, bytes]]
+        self,
+        key: WriteKey,
+        task_id: str,
+        task_path: str,
+        rows: Sequence[tuple[int, str, bytes]],
+        blobs: Mapping[str, bytes],
     ) -> None:
-        """Store ``(idx, channel, bytes)`` rows: idx >= 0 insert-or-ignore, idx < 0 upsert."""
+        """Store ``(idx, channel, bytes)`` rows: idx >= 0 insert-or-ignore, idx < 0 upsert.
+
+        A row's bytes may name a blob (see `_blobs.write_blob`); ``blobs`` holds those
+        blobs (insert-or-ignore), which must live as long as a write refers to them.
+        """
 
     @abstractmethod
     def _delete_threads(self, threads: Sequence[str]) -> None:

@@ -45,7 +45,7 @@ from stepgraph.checkpoint import (
     SerdeError,
     StoredSaver,
 )
-from stepgraph.checkpoint._blobs import DELTA, appended_prefix
+from stepgraph.checkpoint._blobs import appended_prefix, links
 from stepgraph.checkpoint._model import ERROR, INTERRUPT, RESUME, SCHEDULED, metadata_from_config
 
 from . import _ids
@@ -465,8 +465,7 @@ def _reachable(prepared: PreparedPut, blobs: Mapping[str, bytes]) -> dict[str, b
         if data is None or key in out:
             continue
         out[key] = data
-        if data[:1] == DELTA:
-            todo.append(data[1:17].hex())
+        todo.extend(links(data))
     return out
 
 

@@ -120,6 +120,7 @@ def assert_blobs_exact(path: Path, serde: Serializer | None = None) -> None:
         }
         assert recorded == named, f"blob_refs of checkpoint {seq} disagree with its refs"
         todo += named
+    todo += [h for (h,) in conn.execute("SELECT blob FROM stepgraph_writes WHERE blob IS NOT NULL")]
     orphan_refs = conn.execute(
         "SELECT COUNT(*) FROM stepgraph_blob_refs WHERE seq NOT IN "
         "(SELECT seq FROM stepgraph_checkpoints)"
@@ -133,8 +134,8 @@ def assert_blobs_exact(path: Path, serde: Serializer | None = None) -> None:
             continue
         assert key in blobs, f"blob {key} is referenced but was deleted"
         live.add(key)
-        if blobs[key][:1] == b"D":
-            todo.append(blobs[key][1:17].hex())
+        if blobs[key][:1] == b"D":  # a delta: the previous value and the new items
+            todo += [blobs[key][1:17].hex(), blobs[key][17:33].hex()]
     assert set(blobs) == live, f"{len(set(blobs) - live)} unreferenced blobs were kept"
 
 
@@ -215,9 +216,10 @@ def test_appended_items_are_stored_as_a_delta(saver: SqliteSaver, path: Path) ->
     first = put(saver, "t", {"items": items})
     second = put(saver, "t", {"items": [*items, {"n": 50}]}, parent=first, appends={"items": 50})
     kinds = sorted(bytes(d[:1]) for (d,) in sql(path, "SELECT data FROM stepgraph_blobs"))
-    base = sql(path, "SELECT base FROM stepgraph_blobs WHERE base IS NOT NULL")
-    assert kinds == [b"D", b"F"]
-    assert len(base) == 1
+    links = sql(path, "SELECT base, items FROM stepgraph_blobs WHERE base IS NOT NULL")
+    # The snapshot, the delta (33 bytes: two hashes) and the new items' blob.
+    assert kinds == [b"D", b"F", b"F"]
+    assert len(links) == 1 and all(links[0])
     loaded = saver.get_tuple(second)
     assert loaded is not None
     assert loaded.checkpoint["channel_values"]["items"] == [*items, {"n": 50}]
@@ -594,14 +596,15 @@ def test_delete_thread_keeps_blobs_another_thread_shares(saver: SqliteSaver, pat
     saver.put_writes(a2, [("mine", 1)], "task")
     b = put(saver, "b", {"shared": shared, "items": [1, 2]})
     b2 = put(saver, "b", {"shared": shared, "items": [1, 2, 3]}, parent=b, appends={"items": 2})
-    assert blob_stats(path)[0] == 5
+    # shared, mine, mine2, [1, 2], the delta and its items [3]
+    assert blob_stats(path)[0] == 6
 
     saver.delete_thread("a")
     assert list(saver.list(config("a"))) == []
     found = saver.get_tuple(b2)
     assert found is not None
     assert found.checkpoint["channel_values"] == {"shared": shared, "items": [1, 2, 3]}
-    assert blob_stats(path)[0] == 3
+    assert blob_stats(path)[0] == 4
     assert_blobs_exact(path)
     assert sql(path, "SELECT COUNT(*) FROM stepgraph_writes") == [(0,)]
 
@@ -695,3 +698,29 @@ def test_a_re_put_with_other_values_collects_the_old_blobs(saver: SqliteSaver, p
     put(saver, "t", {"x": "after"}, checkpoint_id="c1")
     assert blob_stats(path)[0] == 1
     assert_blobs_exact(path)
+
+
+def test_a_large_write_and_the_delta_it_appends_share_one_blob(
+    saver: SqliteSaver, path: Path
+) -> None:
+    item = "x" * 2000
+    first = put(saver, "t", {"items": ["a"]})
+    saver.put_writes(first, [("items", [item]), ("small", 1)], "task")
+    before = blob_stats(path)[0]
+    second = put(saver, "t", {"items": ["a", item]}, parent=first, appends={"items": 1})
+    # Only the delta itself is new: its items are the blob the write already stored.
+    assert blob_stats(path)[0] == before + 1
+    assert sql(path, "SELECT COUNT(*) FROM stepgraph_writes WHERE blob IS NOT NULL") == [(1,)]
+    loaded = saver.get_tuple(first)
+    assert loaded is not None and loaded.pending_writes == [
+        ("task", "items", [item]),
+        ("task", "small", 1),
+    ]
+    assert_blobs_exact(path)
+    # Pruning the first checkpoint drops its writes; the delta still needs the blob.
+    saver.prune(["t"], keep=1)
+    assert_blobs_exact(path)
+    latest = saver.get_tuple(second)
+    assert latest is not None and latest.checkpoint["channel_values"] == {"items": ["a", item]}
+    saver.delete_thread("t")
+    assert blob_stats(path) == (0, 0)
