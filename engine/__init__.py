@@ -9,6 +9,7 @@ imports::
 from stepgraph.channels import Overwrite
 
 from ._history import PregelTask, StateSnapshot
+from ._interrupt import GraphInterrupt, Interrupt, interrupt
 from ._managed import IsLastStep, RemainingSteps
 from ._node_builder import NodeBuilder
 from ._pregel import Pregel
@@ -35,6 +36,8 @@ __all__ = [
     "Send",
     "Command",
     "Overwrite",
+    "interrupt",
+    "Interrupt",
     "RemainingSteps",
     "IsLastStep",
     # running
@@ -50,6 +53,7 @@ __all__ = [
     "get_stream_writer",
     # errors
     "GraphBuildError",
+    "GraphInterrupt",
     "GraphRunError",
     "GraphRecursionError",
     "EmptyInputError",

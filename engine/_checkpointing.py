@@ -50,6 +50,7 @@ from stepgraph.checkpoint._model import ERROR, INTERRUPT, RESUME, SCHEDULED, met
 
 from . import _ids
 from ._core import Core
+from ._interrupt import GraphInterrupt
 from ._program import Program
 
 if TYPE_CHECKING:
@@ -169,10 +170,14 @@ class Persistence:
         self.saved: CheckpointTuple | None = None
         self.pending: dict[str, list[tuple[str, Any]]] = {}  # task id -> saved writes
         self.errors: dict[str, Any] = {}  # task id -> saved error
+        self.interrupts: dict[str, list[Any]] = {}  # task id -> its pending Interrupts
+        self.resumes: dict[str, list[Any]] = {}  # task id -> answers it already received
         self.replaying = False
         self.parent_config: dict[str, Any] | None = None  # config of the last saved checkpoint
         self._last_values: dict[str, Any] = {}  # append-only channel -> last saved value
         self.step_tasks = 0  # tasks running in the current superstep (set by the loop)
+        # (parent config, metadata) of the newest checkpoint, for the checkpoints stream
+        self.last_saved: tuple[dict[str, Any] | None, CheckpointMetadata] | None = None
         self._jobs: list[Callable[[], Any]] = []  # stored together at the next flush
         self._writer: _Writer | None = None  # durability="async"
         # durability="exit": the newest checkpoint, serialized, and what it needs
@@ -210,6 +215,10 @@ class Persistence:
                 for task_id, channel, value in saved.pending_writes or ():
                     if channel == ERROR:
                         self.errors[task_id] = value
+                    elif channel == INTERRUPT:
+                        self.interrupts[task_id] = list(value or ())
+                    elif channel == RESUME:
+                        self.resumes[task_id] = list(value or ())
                     elif channel not in SPECIAL_WRITES:
                         self.pending.setdefault(task_id, []).append((channel, value))
             for ch in self.append_only:
@@ -238,6 +247,10 @@ class Persistence:
 
     # -- during the run -----------------------------------------------------------
 
+    def pending_interrupts(self) -> list[Any]:
+        """Every interrupt saved against the checkpoint the run starts from."""
+        return [i for found in self.interrupts.values() for i in found]
+
     def saved_writes(self, task: Task) -> list[tuple[str, Any]] | None:
         """The writes a task saved in an earlier run of this step, if any."""
         if not self.pending:
@@ -252,8 +265,14 @@ class Persistence:
             writes = list(task.writes)
         elif isinstance(error, Exception):
             writes = [(ERROR, error)]
+        elif isinstance(error, GraphInterrupt):
+            # The question, and the answers the task had had so far: a re-run of the
+            # task gets those answers back from its earlier interrupt() calls.
+            writes = [(INTERRUPT, list(error.interrupts))]
+            if error.answers:
+                writes.append((RESUME, list(error.answers)))
         else:
-            return  # control signals and interpreter exits are not task results
+            return  # other control signals and interpreter exits are not task results
         try:
             self._save_writes(self.parent_config, writes, task.id, _task_path(task))
         except SerdeError as exc:
@@ -269,6 +288,7 @@ class Persistence:
         new_versions = {ch: core.versions[ch] for ch in changed if ch in core.versions}
         meta = self._metadata(source, core.step)
         parent = self._advance(core.checkpoint_id)
+        self.last_saved = (parent if "checkpoint_id" in parent["configurable"] else None, meta)
         saver = self.saver
         if not isinstance(saver, StoredSaver):
             ckpt = self._checkpoint(core, core.checkpoint_values())

@@ -10,7 +10,7 @@ hand them to the caller between those calls.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,9 @@ from ._checkpointing import Durability, Persistence, check_durability
 from ._core import Core
 from ._runtime import StreamWriter, _no_op_writer
 from ._task import Task
-from .errors import EmptyInputError, GraphBubbleUp, GraphRecursionError
+from ._interrupt import GraphInterrupt, Interrupt, Resume
+from ._types import Command
+from .errors import EmptyInputError, GraphBubbleUp, GraphRecursionError, InvalidInputError
 
 if TYPE_CHECKING:
     from ._pregel import Pregel
@@ -45,6 +47,8 @@ class RunLoop:
         subgraphs: bool = False,
         output_keys: str | tuple[str, ...] | None = None,
         durability: Durability | None = None,
+        interrupt_before: Sequence[str] | str | None = None,
+        interrupt_after: Sequence[str] | str | None = None,
     ) -> None:
         self.graph = graph
         self.config = config
@@ -68,12 +72,22 @@ class RunLoop:
         self._task_events = "tasks" in modes or "debug" in modes
         self._updates = "updates" in modes
         self._values = "values" in modes
+        self._checkpoint_events = "checkpoints" in modes or "debug" in modes
         self.out: deque[Chunk] = deque()
         self.ts_sink: Callable[[Chunk], None] = self.on_chunk  # the driver replaces it
         self.tasks: list[Task] = []
         self.errors: list[tuple[Task, BaseException]] = []
         self.is_async = False  # set by the async driver; subgraph nodes follow it
         self._first_step = 0
+        # Human in the loop: the answers this run was resumed with (shared with its
+        # subgraph runs), the breakpoints, and the interrupts it ended on.
+        self.resume: Resume | None = parent.run.resume if parent is not None else None
+        self.interrupted: list[Interrupt] | None = None
+        self._before = _names(graph, interrupt_before, "interrupt_before")
+        self._after = _names(graph, interrupt_after, "interrupt_after")
+        self._skip_before = False  # a resumed run does not stop at the same breakpoint
+        self._extra: list[tuple[str, Any]] = []  # a resume command's update/goto writes
+        self._done = False
         self._stream_keys = set(graph.program.stream_channels)
         # What "values" chunks and "updates" payloads show: the state keys when
         # streaming, the output keys when invoked (as LangGraph does).
@@ -121,17 +135,36 @@ class RunLoop:
     def start(self, input: Any) -> None:
         """Load the thread (with a checkpointer), then apply the input as a barrier."""
         p = self.persistence
+        resuming = isinstance(input, Command) and input.resume is not None
+        if p is None and (self._before or self._after):
+            raise ValueError(
+                "interrupt_before/interrupt_after pause the run to resume it later, which "
+                "needs a checkpointer: compile(checkpointer=InMemorySaver()) or "
+                "SqliteSaver(...), and pass a thread_id"
+            )
         if p is None:
+            if resuming:
+                raise InvalidInputError(
+                    "Command(resume=...) answers an interrupt of a saved run, but this graph "
+                    "has no checkpointer: compile it with one (and pass a thread_id)"
+                )
             self.core.apply_input(self.graph._input_writes(input))
         else:
             p.acquire()
             self.core = core = p.restore()
-            if input is None or self._resumes_subgraph(core):
+            if input is None or resuming or self._resumes_subgraph(core):
                 if p.saved is None:
                     raise EmptyInputError(
                         f"received no input and thread {p.thread!r} has no saved state to "
                         "continue from; pass the graph's input"
                     )
+                if resuming and self.parent is None:
+                    assert isinstance(input, Command)
+                    self.resume = Resume.of(input.resume, p.pending_interrupts())
+                    if input.update is not None or input.goto:
+                        plain = Command(update=input.update, goto=input.goto)
+                        self._extra = self.graph._input_writes(plain)
+                self._skip_before = True
                 if p.replaying:
                     p.fork_for_replay(core)
             else:
@@ -142,6 +175,8 @@ class RunLoop:
                     self.core = core = _fresh_after(core)
                 core.apply_input(writes)
                 p.barrier(core, "input")
+                if self._checkpoint_events:
+                    self._emit_checkpoint(p)
         self._first_step = self.core.step + 1
         self.core.stop = self._first_step + self.limit
 
@@ -162,6 +197,9 @@ class RunLoop:
         Tasks whose writes were saved by an earlier, interrupted run of the same step
         get those writes back and are not returned: only the others run.
         """
+        if self._done:
+            self.tasks = []
+            return []
         while True:
             tasks = self.core.plan()
             if not tasks:
@@ -192,6 +230,11 @@ class RunLoop:
             if p is not None:
                 p.step_tasks = len(tasks)
             break
+        skip, self._skip_before = self._skip_before, False
+        if self._before and not skip and any(self._matches(self._before, t) for t in tasks):
+            self.tasks = []
+            self._pause([])  # a breakpoint: stop before the step, nothing of it runs
+            return []
         if self._task_events:
             for t in tasks:
                 if not t.node.hidden:
@@ -209,24 +252,29 @@ class RunLoop:
         """Record a finished task, save its writes, and stream its result."""
         if self.persistence is not None:
             self.persistence.task_done(task, error)
+        interrupts: list[Interrupt] = []
         if error is not None:
             self.errors.append((task, error))
-            if isinstance(error, GraphBubbleUp):
+            if isinstance(error, GraphInterrupt):
+                interrupts = list(error.interrupts)
+                error = None  # a pause, not a failure: streamed as the task's interrupts
+            elif isinstance(error, GraphBubbleUp):
                 return
-            error.add_note(
-                f"while running node {task.name!r} in superstep {task.step} (task {task.id})"
-            )
+            else:
+                error.add_note(
+                    f"while running node {task.name!r} in superstep {task.step} (task {task.id})"
+                )
         if task.node.hidden:
             return
-        if error is None and self._updates:
+        if error is None and self._updates and not interrupts:
             self.emit("updates", {task.name: self._task_update(task)})
         if self._task_events:
             payload: dict[str, Any] = {
                 "id": task.id,
                 "name": task.name,
                 "error": error,
-                "result": self._task_result(task) if error is None else {},
-                "interrupts": [],
+                "result": self._task_result(task) if error is None and not interrupts else {},
+                "interrupts": interrupts,
             }
             self.emit("tasks", payload)
             self._emit_debug("task_result", payload, task.step)
@@ -237,21 +285,66 @@ class RunLoop:
         if self.errors:
             if p is not None:
                 p.flush_step()
-            self._raise_errors()
+            paused = [e for _, e in self.errors if isinstance(e, GraphInterrupt)]
+            if len(paused) < len(self.errors):
+                self._raise_errors()  # real failures win; the interrupts are saved
+            self._pause([i for e in paused for i in e.interrupts])
+            return
+        extra, self._extra = self._extra, []
         if p is None:
-            updated = self.core.commit(self.tasks)
+            updated = self.core.commit(self.tasks, extra)
         else:
             try:
-                updated = self.core.commit(self.tasks)
+                updated = self.core.commit(self.tasks, extra)
             except BaseException:
                 p.flush_step()  # the finished tasks' writes survive a rejected barrier
                 raise
             p.barrier(self.core)
+            if self._checkpoint_events:
+                self._emit_checkpoint(p)
         if self._values and not updated.isdisjoint(self._output_set):
             self.emit("values", self.graph._read(self.core, self.output_keys))
+        if self._after and any(self._matches(self._after, t) for t in self.tasks):
+            self._pause([])  # after the step is saved: resuming starts with the next one
+
+    def _pause(self, interrupts: list[Interrupt]) -> None:
+        """End the run here, resumable: on interrupts, or at a breakpoint."""
+        self.interrupted = interrupts
+        self._done = True
+        if self.parent is not None:
+            # A subgraph pauses its parent: the parent task stops with the same
+            # interrupts, and resuming it resumes this run from its checkpoint.
+            raise GraphInterrupt(interrupts)
+        if self._updates:
+            self.on_chunk((self.ns, "updates", {"__interrupt__": tuple(interrupts)}))
+        if self._values and interrupts:
+            self.on_chunk((self.ns, "values", {"__interrupt__": tuple(interrupts)}))
+
+    def _emit_checkpoint(self, p: Persistence) -> None:
+        # The shape get_state() returns, as a dict, for the checkpoint just saved.
+        parent, metadata = p.last_saved or (None, {})
+        planned = self.core.plan()
+        payload = {
+            "config": p.parent_config,
+            "parent_config": parent,
+            "values": self.graph._read(self.core, self.graph._stream_keys()),
+            "metadata": metadata,
+            "next": [t.name for t in planned],
+            "tasks": [
+                {"id": t.id, "name": t.name, "interrupts": (), "state": None} for t in planned
+            ],
+        }
+        self.emit("checkpoints", payload)
+        self._emit_debug("checkpoint", payload, self.core.step)
+
+    def _matches(self, names: frozenset[str], task: Task) -> bool:
+        return not task.node.hidden and ("*" in names or task.name in names)
 
     def _raise_errors(self) -> None:
-        errors = sorted(self.errors, key=lambda e: e[0].path)
+        errors = sorted(
+            (e for e in self.errors if not isinstance(e[1], GraphInterrupt)),
+            key=lambda e: e[0].path,
+        )
         plain: list[Exception] = []
         for _, exc in errors:
             if not isinstance(exc, Exception):
@@ -342,6 +435,21 @@ def _persistence(
     return Persistence(
         saver, graph.program, config, namespace=namespace, durability=mode, parents=parents
     )
+
+
+def _names(graph: Pregel, given: Sequence[str] | str | None, what: str) -> frozenset[str]:
+    """Breakpoint node names: the graph's own (compile time) plus the run's."""
+    compiled = getattr(graph, what, ()) or ()
+    names = set(compiled)
+    if given is not None:
+        items = (given,) if isinstance(given, str) else tuple(given)
+        nodes = graph.program.nodes
+        unknown = [n for n in items if n != "*" and n not in nodes]
+        if unknown:
+            known = sorted(n for n, spec in nodes.items() if not spec.hidden)
+            raise ValueError(f"{what} names unknown node(s) {unknown}; the nodes are {known}")
+        names.update(items)
+    return frozenset(names)
 
 
 def _fresh_after(core: Core) -> Core:

@@ -192,6 +192,8 @@ class Pregel:
         subgraphs: bool,
         output_keys: str | tuple[str, ...] | None = None,
         durability: Durability | None = None,
+        interrupt_before: Sequence[str] | str | None = None,
+        interrupt_after: Sequence[str] | str | None = None,
     ) -> RunLoop:
         parent = current_task.get()
         conf = normalize_config(config)
@@ -219,6 +221,8 @@ class Pregel:
             subgraphs=subgraphs,
             output_keys=output_keys,
             durability=durability,
+            interrupt_before=interrupt_before,
+            interrupt_after=interrupt_after,
         )
 
     def _coerce_context(self, context: Any) -> Any:
@@ -239,17 +243,21 @@ class Pregel:
         subgraphs: bool = False,
         executor: Executor | None = None,
         durability: Durability | None = None,
+        interrupt_before: Sequence[str] | str | None = None,
+        interrupt_after: Sequence[str] | str | None = None,
     ) -> Iterator[Any]:
         """Run the graph, yielding stream chunks as supersteps progress.
 
         Args:
-            input: the input (a dict of input keys for a StateGraph).
+            input: the input (a dict of input keys for a StateGraph); ``None`` to
+                continue a saved thread; ``Command(resume=...)`` to answer its
+                interrupts.
             config: LangGraph-shaped config: ``configurable`` (``thread_id``, your
                 keys), ``recursion_limit``, ``max_concurrency``, ``tags``, ``metadata``.
             context: the run's context, handed to nodes through ``Runtime``.
             stream_mode: one mode or a list of ``values``, ``updates``, ``custom``,
-                ``tasks``, ``debug``. One mode yields payloads; several yield
-                ``(mode, payload)``.
+                ``tasks``, ``debug``, ``checkpoints``. One mode yields payloads;
+                several yield ``(mode, payload)``.
             subgraphs: also stream from subgraphs; chunks gain a namespace tuple
                 first: ``(ns, payload)`` or ``(ns, mode, payload)``.
             executor: run parallel tasks on this executor instead of a fresh thread
@@ -257,9 +265,14 @@ class Pregel:
             durability: with a checkpointer, when steps are stored: ``"sync"``
                 (before the next step starts), ``"async"`` (the default: serialized at
                 once, stored in the background) or ``"exit"`` (only when the run ends).
+            interrupt_before / interrupt_after: breakpoints for this run (node names
+                or ``"*"``), added to those given to ``compile()``.
         """
         single, modes = _modes(stream_mode or self.default_stream_mode)
-        loop = self._loop(config, modes, context, subgraphs, self._stream_keys(), durability)
+        loop = self._loop(
+            config, modes, context, subgraphs, self._stream_keys(), durability,
+            interrupt_before, interrupt_after,
+        )
         mc = loop.config.get("max_concurrency")
         for chunk in drive_sync(loop, input, executor, mc):
             yield _shape(chunk, single, subgraphs)
@@ -273,10 +286,15 @@ class Pregel:
         stream_mode: str | Sequence[str] | None = None,
         subgraphs: bool = False,
         durability: Durability | None = None,
+        interrupt_before: Sequence[str] | str | None = None,
+        interrupt_after: Sequence[str] | str | None = None,
     ) -> AsyncIterator[Any]:
         """Async twin of ``stream``: tasks run as asyncio tasks, sync nodes in threads."""
         single, modes = _modes(stream_mode or self.default_stream_mode)
-        loop = self._loop(config, modes, context, subgraphs, self._stream_keys(), durability)
+        loop = self._loop(
+            config, modes, context, subgraphs, self._stream_keys(), durability,
+            interrupt_before, interrupt_after,
+        )
         async for chunk in drive_async(loop, input, loop.config.get("max_concurrency")):
             yield _shape(chunk, single, subgraphs)
 
@@ -289,21 +307,26 @@ class Pregel:
         stream_mode: str | Sequence[str] = "values",
         executor: Executor | None = None,
         durability: Durability | None = None,
+        interrupt_before: Sequence[str] | str | None = None,
+        interrupt_after: Sequence[str] | str | None = None,
     ) -> Any:
-        """Run the graph to the end and return its output.
+        """Run the graph to the end (or to an interrupt) and return its output.
 
         With the default ``stream_mode="values"`` this is the final state (the
-        output keys); with another mode, the list of that mode's chunks.
+        output keys); a run that paused on ``interrupt()`` adds the pending
+        questions under ``"__interrupt__"``. With another mode, the list of that
+        mode's chunks. See ``stream`` for the arguments.
         """
+        breaks = (interrupt_before, interrupt_after)
         if stream_mode != "values":
             single, modes = _modes(stream_mode)
-            loop = self._loop(config, modes, context, False, None, durability)
+            loop = self._loop(config, modes, context, False, None, durability, *breaks)
             mc = loop.config.get("max_concurrency")
             return [_shape(c, single, False) for c in drive_sync(loop, input, executor, mc)]
-        loop = self._loop(config, (), context, False, None, durability)
+        loop = self._loop(config, (), context, False, None, durability, *breaks)
         for _ in drive_sync(loop, input, executor, loop.config.get("max_concurrency")):
             pass
-        return loop.output()
+        return _with_interrupts(loop)
 
     async def ainvoke(
         self,
@@ -313,17 +336,20 @@ class Pregel:
         context: Any = None,
         stream_mode: str | Sequence[str] = "values",
         durability: Durability | None = None,
+        interrupt_before: Sequence[str] | str | None = None,
+        interrupt_after: Sequence[str] | str | None = None,
     ) -> Any:
         """Async twin of ``invoke``."""
+        breaks = (interrupt_before, interrupt_after)
         if stream_mode != "values":
             single, modes = _modes(stream_mode)
-            loop = self._loop(config, modes, context, False, None, durability)
+            loop = self._loop(config, modes, context, False, None, durability, *breaks)
             mc = loop.config.get("max_concurrency")
             return [_shape(c, single, False) async for c in drive_async(loop, input, mc)]
-        loop = self._loop(config, (), context, False, None, durability)
+        loop = self._loop(config, (), context, False, None, durability, *breaks)
         async for _ in drive_async(loop, input, loop.config.get("max_concurrency")):
             pass
-        return loop.output()
+        return _with_interrupts(loop)
 
     # -- saved state --------------------------------------------------------------
 
@@ -469,6 +495,13 @@ def _per_input(
     if len(configs) != n:
         raise ValueError(f"batch got {n} inputs but {len(configs)} configs; give one per input")
     return configs
+
+
+def _with_interrupts(loop: RunLoop) -> Any:
+    out = loop.output()
+    if loop.interrupted and isinstance(out, dict):
+        return {**out, "__interrupt__": list(loop.interrupted)}
+    return out
 
 
 def _shape(chunk: Chunk, single: bool, subgraphs: bool) -> Any:

@@ -48,13 +48,14 @@ class Runtime(Generic[ContextT]):
 class TaskContext:
     """Per-task runtime state, reachable from node code through a context variable."""
 
-    __slots__ = ("_config", "run", "task", "writer")
+    __slots__ = ("_config", "run", "scratch", "task", "writer")
 
     def __init__(self, task: Task, run: RunLoop, writer: StreamWriter) -> None:
         self.task = task
         self.run = run
         self.writer = writer
         self._config: dict[str, Any] | None = None
+        self.scratch: Any = None  # interrupt() bookkeeping of this attempt, made on first use
 
     @property
     def config(self) -> dict[str, Any]:

@@ -134,10 +134,10 @@ def compile_state_graph(
     problems = [*builder.problems, *problems]
     before = _interrupt_names(interrupt_before, builder, "interrupt_before", problems)
     after = _interrupt_names(interrupt_after, builder, "interrupt_after", problems)
-    if (before or after) and not isinstance(saver, BaseCheckpointSaver):
+    if (before or after) and saver is False:
         problems.append(
             "interrupt_before/interrupt_after pause the run and resume it later, which needs "
-            "a checkpointer: compile(checkpointer=InMemorySaver()) or SqliteSaver(...)"
+            "a checkpointer, but this graph was compiled with checkpointer=False"
         )
     _warn_unapplied_policies(builder)
     problems += _validate(builder, channels)

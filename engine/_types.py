@@ -131,6 +131,15 @@ def register_engine_types(registry: Any = None) -> None:
             encode=lambda s: [s.node, s.arg],
             decode=lambda v: Send(v[0], v[1]),
         )
+    from ._interrupt import Interrupt
+
+    if Interrupt not in registry:
+        registry.register(
+            Interrupt,
+            name="stepgraph.Interrupt",
+            encode=lambda i: [i.value, i.id],
+            decode=lambda v: Interrupt(v[0], v[1]),
+        )
     if Command not in registry:
         registry.register(
             Command,
