@@ -9,6 +9,7 @@ tasks again on resume.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -70,8 +71,11 @@ def _parse(checkpoint: str) -> int | None:
     return value if (value >> 76) & 0xF == 0x6 else None
 
 
-# Not for secrets: only keeps ids of different processes apart.
+# Not for secrets: only keeps ids of different processes apart (reseeded in a forked
+# child, which would otherwise draw the same bits as its parent).
 _random = random.Random()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_random.seed)
 
 
 class CheckpointIds:
