@@ -6,6 +6,7 @@ registry does not know fails closed with `DeserializationError`.
 """
 
 from ._base import BaseCheckpointSaver, PruneStrategy, ThreadLease
+from ._cache import BaseCache, InMemoryCache, SqliteCache
 from ._crypto import AesGcmCipher
 from ._memory import InMemorySaver
 from ._model import (
@@ -47,6 +48,10 @@ __all__ = [
     "InMemorySaver",
     "MemorySaver",
     "SqliteSaver",
+    # caches
+    "BaseCache",
+    "InMemoryCache",
+    "SqliteCache",
     # serialization
     "Serializer",
     "TypeRegistry",
@@ -75,6 +80,9 @@ for _exported in (
     ThreadLease,
     InMemorySaver,
     SqliteSaver,
+    BaseCache,
+    InMemoryCache,
+    SqliteCache,
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,

@@ -8,10 +8,12 @@ imports::
 
 from stepgraph.channels import Overwrite
 
+from ._func import DeterminismError, TaskFuture, entrypoint, task
 from ._history import PregelTask, StateSnapshot
 from ._interrupt import GraphInterrupt, Interrupt, interrupt
 from ._managed import IsLastStep, RemainingSteps
 from ._node_builder import NodeBuilder
+from ._policy import CachePolicy, RetryPolicy, default_retry_on
 from ._pregel import Pregel
 from ._runtime import Runtime, StreamWriter, get_config, get_runtime, get_stream_writer
 from ._state import StateGraph
@@ -26,6 +28,7 @@ from .errors import (
     InvalidInputError,
     InvalidNodeReturnError,
     InvalidUpdateError,
+    NodeTimeoutError,
 )
 
 __all__ = [
@@ -38,8 +41,14 @@ __all__ = [
     "Overwrite",
     "interrupt",
     "Interrupt",
+    "task",
+    "entrypoint",
+    "TaskFuture",
     "RemainingSteps",
     "IsLastStep",
+    "RetryPolicy",
+    "CachePolicy",
+    "default_retry_on",
     # running
     "CompiledStateGraph",
     "Pregel",
@@ -54,6 +63,7 @@ __all__ = [
     # errors
     "GraphBuildError",
     "GraphInterrupt",
+    "DeterminismError",
     "GraphRunError",
     "GraphRecursionError",
     "EmptyInputError",
@@ -61,6 +71,7 @@ __all__ = [
     "InvalidNodeReturnError",
     "InvalidUpdateError",
     "EmptyChannelError",
+    "NodeTimeoutError",
 ]
 
 for _name in __all__:

@@ -176,6 +176,7 @@ class Persistence:
         self.parent_config: dict[str, Any] | None = None  # config of the last saved checkpoint
         self._last_values: dict[str, Any] = {}  # append-only channel -> last saved value
         self.step_tasks = 0  # tasks running in the current superstep (set by the loop)
+        self._call_lock = threading.Lock()  # task calls save from worker threads
         # (parent config, metadata) of the newest checkpoint, for the checkpoints stream
         self.last_saved: tuple[dict[str, Any] | None, CheckpointMetadata] | None = None
         self._jobs: list[Callable[[], Any]] = []  # stored together at the next flush
@@ -248,8 +249,37 @@ class Persistence:
     # -- during the run -----------------------------------------------------------
 
     def pending_interrupts(self) -> list[Any]:
-        """Every interrupt saved against the checkpoint the run starts from."""
-        return [i for found in self.interrupts.values() for i in found]
+        """Every interrupt saved against the checkpoint the run starts from (once each).
+
+        An interrupt raised in a task call is saved under the call and again under the
+        task that waited for it; it is one question.
+        """
+        seen: dict[str, Any] = {}
+        for found in self.interrupts.values():
+            for i in found:
+                seen.setdefault(getattr(i, "id", repr(i)), i)
+        return list(seen.values())
+
+    def save_call(self, task_id: str, writes: list[tuple[str, Any]]) -> None:
+        """Save a task call's record and result at once (from any thread)."""
+        config = self.parent_config
+        if config is None:
+            return
+        saver = self.saver
+        with self._call_lock:
+            if isinstance(saver, StoredSaver):
+                prepared = saver.prepare_writes(config, writes, task_id, "")
+                job: Callable[[], Any] = lambda: saver.commit_writes(prepared)  # noqa: E731
+            else:
+                job = lambda: saver.put_writes(config, writes, task_id, "")  # noqa: E731
+            if self.durability == "exit":
+                self._held_writes.append(job)
+            elif self.durability == "async" and isinstance(saver, StoredSaver):
+                if self._writer is None:
+                    self._writer = _Writer(saver)
+                self._writer.submit([job])
+            else:
+                job()
 
     def saved_writes(self, task: Task) -> list[tuple[str, Any]] | None:
         """The writes a task saved in an earlier run of this step, if any."""

@@ -97,9 +97,14 @@ def drive_sync(
         while tasks := loop.tick():
             yield from _flush(loop)
             if (len(tasks) == 1 and not _live(loop)) or max_concurrency == 1:
-                # No hand-off to a thread and no queue round trip.
-                for task in tasks:
-                    _run_inline(task, loop)
+                # No hand-off to a thread and no queue round trip. Chunks the tasks
+                # send from this thread (custom, retries) go straight to the stream.
+                loop.ts_sink = loop.on_chunk
+                try:
+                    for task in tasks:
+                        _run_inline(task, loop)
+                finally:
+                    loop.ts_sink = events.put
                 remaining = 0
                 yield from _flush(loop)
             else:

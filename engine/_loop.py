@@ -9,18 +9,21 @@ hand them to the caller between those calls.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from stepgraph.checkpoint import BaseCheckpointSaver
+from stepgraph.checkpoint._model import ERROR, INTERRUPT, RESUME
 
 from ._checkpointing import Durability, Persistence, check_durability
 from ._core import Core
+from ._interrupt import GraphInterrupt, Interrupt, Resume
 from ._runtime import StreamWriter, _no_op_writer
 from ._task import Task
-from ._interrupt import GraphInterrupt, Interrupt, Resume
 from ._types import Command
 from .errors import EmptyInputError, GraphBubbleUp, GraphRecursionError, InvalidInputError
 
@@ -88,6 +91,8 @@ class RunLoop:
         self._skip_before = False  # a resumed run does not stop at the same breakpoint
         self._extra: list[tuple[str, Any]] = []  # a resume command's update/goto writes
         self._done = False
+        self._call_pool: ThreadPoolExecutor | None = None
+        self._call_lock = threading.Lock()
         self._stream_keys = set(graph.program.stream_channels)
         # What "values" chunks and "updates" payloads show: the state keys when
         # streaming, the output keys when invoked (as LangGraph does).
@@ -162,7 +167,7 @@ class RunLoop:
                     assert isinstance(input, Command)
                     self.resume = Resume.of(input.resume, p.pending_interrupts())
                     if input.update is not None or input.goto:
-                        plain = Command(update=input.update, goto=input.goto)
+                        plain: Command[Any] = Command(update=input.update, goto=input.goto)
                         self._extra = self.graph._input_writes(plain)
                 self._skip_before = True
                 if p.replaying:
@@ -188,8 +193,60 @@ class RunLoop:
 
     def close(self) -> None:
         """End the run: store held-back or in-flight writes, release the thread."""
+        pool, self._call_pool = self._call_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         if self.persistence is not None:
             self.persistence.close()
+
+    # -- task calls (the functional API) -----------------------------------------
+
+    def call_pool(self) -> ThreadPoolExecutor:
+        """The threads that run this run's @task calls (made on first use)."""
+        with self._call_lock:
+            if self._call_pool is None:
+                self._call_pool = ThreadPoolExecutor(
+                    max_workers=self.config.get("max_concurrency"),
+                    thread_name_prefix="stepgraph-task",
+                )
+            return self._call_pool
+
+    def task_call_done(
+        self,
+        child: Task,
+        signature: list[Any],
+        *,
+        result: Any = None,
+        error: BaseException | None = None,
+        interrupted: GraphInterrupt | None = None,
+    ) -> None:
+        """Save and stream a finished @task call (called from the thread that ran it)."""
+        from ._func import CALL, RETURN
+
+        p = self.persistence
+        if p is not None:
+            writes: list[tuple[str, Any]] = [(CALL, signature)]
+            if interrupted is not None:
+                writes.append((INTERRUPT, list(interrupted.interrupts)))
+                if interrupted.answers:
+                    writes.append((RESUME, list(interrupted.answers)))
+            elif error is not None:
+                if isinstance(error, Exception):
+                    writes.append((ERROR, error))
+            else:
+                writes.append((RETURN, result))
+            p.save_call(child.id, writes)
+        if error is None and interrupted is None and self._updates:
+            self.ts_sink((self.ns, "updates", {child.name: result}))
+        if self._task_events:
+            payload: dict[str, Any] = {
+                "id": child.id,
+                "name": child.name,
+                "error": error,
+                "result": {RETURN: result} if error is None and interrupted is None else {},
+                "interrupts": list(interrupted.interrupts) if interrupted else [],
+            }
+            self.ts_sink((self.ns, "tasks", payload))
 
     def tick(self) -> list[Task]:
         """Plan the next superstep; an empty list means the run is over.
@@ -267,7 +324,10 @@ class RunLoop:
         if task.node.hidden:
             return
         if error is None and self._updates and not interrupts:
-            self.emit("updates", {task.name: self._task_update(task)})
+            update: dict[str, Any] = {task.name: self._task_update(task)}
+            if task.cached:  # the node did not run: its writes came from the cache
+                update["__metadata__"] = {"cached": True}
+            self.emit("updates", update)
         if self._task_events:
             payload: dict[str, Any] = {
                 "id": task.id,

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Literal
 
 from stepgraph.channels import BaseChannel
-from stepgraph.checkpoint import BaseCheckpointSaver
+from stepgraph.checkpoint import BaseCache, BaseCheckpointSaver
 
 from ._checkpointing import Durability
 from ._core import Core
@@ -17,6 +16,7 @@ from ._drivers import drive_async, drive_sync
 from ._history import StateSnapshot
 from ._loop import Chunk, RunLoop
 from ._node_builder import NodeBuilder
+from ._policy import NodePolicies, RetryPolicy, cache_namespace, policy_problems
 from ._program import NodeSpec, Program
 from ._runtime import current_task
 from ._types import STREAM_MODES, TASKS, Command
@@ -83,8 +83,14 @@ class Pregel:
     """
 
     default_stream_mode: str = "values"
+    stream_eager: bool = False
+    """Stream chunks made inside a lone task while it runs (the functional API's)."""
     checkpointer: BaseCheckpointSaver | Literal[False] | None = None
     """Where runs save their steps; None inherits the parent graph's, False never saves."""
+    retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None
+    """The retry policy of nodes that have none of their own."""
+    cache: BaseCache | None = None
+    """Where nodes with a ``CachePolicy`` keep their results."""
 
     def __init__(
         self,
@@ -97,6 +103,8 @@ class Pregel:
         stream_mode: str = "values",
         name: str = "LangGraph",
         checkpointer: BaseCheckpointSaver | None = None,
+        retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
+        cache: BaseCache | None = None,
     ) -> None:
         specs = {k: (v.build(k) if isinstance(v, NodeBuilder) else v) for k, v in nodes.items()}
         chans = dict(channels)
@@ -107,19 +115,23 @@ class Pregel:
 
             chans[TASKS] = Topic(object)
             chans[TASKS].key = TASKS
-        self._check_low_level(specs, chans, input_channels, output_channels)
-        for name, spec in specs.items():
-            if spec.retry_policy is not None or spec.cache_policy is not None:
-                warnings.warn(
-                    f"retry/cache policies of node {name!r} are recorded but not applied: "
-                    "this version of stepgraph does not retry or cache nodes yet",
-                    UserWarning,
-                    stacklevel=2,
-                )
+        policies = [
+            NodePolicies(k, s.retry_policy, s.cache_policy, s.timeout, s.is_async)
+            for k, s in specs.items()
+        ]
+        self._check_low_level(
+            specs,
+            chans,
+            input_channels,
+            output_channels,
+            policy_problems(policies, retry_policy, cache),
+        )
         self.program = Program.build(specs, chans, input_channels, output_channels, stream_channels)
         self.default_stream_mode = stream_mode
         self.name = name
         self.checkpointer = checkpointer
+        self.retry_policy = retry_policy
+        self.cache = cache
 
     @staticmethod
     def _check_low_level(
@@ -127,6 +139,7 @@ class Pregel:
         channels: Mapping[str, Any],
         inputs: str | Sequence[str],
         outputs: str | Sequence[str],
+        extra: Sequence[str] = (),
     ) -> None:
         from .errors import GraphBuildError
 
@@ -142,6 +155,7 @@ class Pregel:
         for ch in [outputs] if isinstance(outputs, str) else outputs:
             if ch not in channels:
                 problems.append(f"output channel {ch!r} is not declared in channels")
+        problems += extra
         if problems:
             raise GraphBuildError(problems, graph="Pregel graph")
 
@@ -270,8 +284,14 @@ class Pregel:
         """
         single, modes = _modes(stream_mode or self.default_stream_mode)
         loop = self._loop(
-            config, modes, context, subgraphs, self._stream_keys(), durability,
-            interrupt_before, interrupt_after,
+            config,
+            modes,
+            context,
+            subgraphs,
+            self._stream_keys(),
+            durability,
+            interrupt_before,
+            interrupt_after,
         )
         mc = loop.config.get("max_concurrency")
         for chunk in drive_sync(loop, input, executor, mc):
@@ -292,8 +312,14 @@ class Pregel:
         """Async twin of ``stream``: tasks run as asyncio tasks, sync nodes in threads."""
         single, modes = _modes(stream_mode or self.default_stream_mode)
         loop = self._loop(
-            config, modes, context, subgraphs, self._stream_keys(), durability,
-            interrupt_before, interrupt_after,
+            config,
+            modes,
+            context,
+            subgraphs,
+            self._stream_keys(),
+            durability,
+            interrupt_before,
+            interrupt_after,
         )
         async for chunk in drive_async(loop, input, loop.config.get("max_concurrency")):
             yield _shape(chunk, single, subgraphs)
@@ -437,6 +463,47 @@ class Pregel:
         """Async twin of ``update_state`` (runs it in a worker thread)."""
         return await asyncio.to_thread(self.update_state, config, values, as_node)
 
+    # -- cache --------------------------------------------------------------------
+
+    def clear_cache(self, nodes: Sequence[str] | None = None) -> None:
+        """Drop the cached results of this graph's nodes (all of them, or ``nodes``).
+
+        Entries of other graphs sharing the cache are kept, unless they belong to a
+        node with the same function and name.
+
+        Raises:
+            ValueError: the graph has no cache, or ``nodes`` names an unknown node.
+        """
+        cache = self.cache
+        if cache is None:
+            raise ValueError(
+                "this graph has no cache to clear; compile it with cache=InMemoryCache()"
+            )
+        cache.clear(self._cache_namespaces(nodes))
+
+    async def aclear_cache(self, nodes: Sequence[str] | None = None) -> None:
+        """Async twin of ``clear_cache``."""
+        cache = self.cache
+        if cache is None:
+            raise ValueError(
+                "this graph has no cache to clear; compile it with cache=InMemoryCache()"
+            )
+        await cache.aclear(self._cache_namespaces(nodes))
+
+    def _cache_namespaces(self, nodes: Sequence[str] | None) -> list[tuple[str, ...]]:
+        specs = self.program.nodes
+        if nodes is None:
+            names = [n for n, s in specs.items() if s.cache_policy is not None]
+        else:
+            names = [nodes] if isinstance(nodes, str) else list(nodes)
+            unknown = [n for n in names if n not in specs or specs[n].hidden]
+            if unknown:
+                known = sorted(n for n, s in specs.items() if not s.hidden)
+                raise ValueError(
+                    f"clear_cache() got unknown node(s) {unknown}; the nodes are {known}"
+                )
+        return [cache_namespace(specs[n]) for n in names]
+
     def batch(
         self,
         inputs: Sequence[Any],
@@ -499,9 +566,11 @@ def _per_input(
 
 def _with_interrupts(loop: RunLoop) -> Any:
     out = loop.output()
-    if loop.interrupted and isinstance(out, dict):
+    if not loop.interrupted:
+        return out
+    if isinstance(out, dict):
         return {**out, "__interrupt__": list(loop.interrupted)}
-    return out
+    return {"__interrupt__": list(loop.interrupted)}  # a single-value graph, paused
 
 
 def _shape(chunk: Chunk, single: bool, subgraphs: bool) -> Any:

@@ -51,7 +51,10 @@ class NodeSpec:
         hidden: internal node (START), left out of streams and drawings.
         subgraph: the compiled graph, when the node is a graph used as a node.
         metadata: user metadata, passed to ``get_config()``.
-        retry_policy / cache_policy: filled in by later features; carried as given.
+        retry_policy: a ``RetryPolicy`` or a sequence of them (the first whose
+            ``retry_on`` matches an error decides), or None for the graph's default.
+        cache_policy: a ``CachePolicy``, used with the graph's cache.
+        timeout: seconds one attempt of an async node may take, or None.
     """
 
     name: str
@@ -68,6 +71,7 @@ class NodeSpec:
     retry_policy: Any | None = None
     cache_policy: Any | None = None
     is_async: bool = False
+    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)

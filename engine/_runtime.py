@@ -37,18 +37,20 @@ class Runtime(Generic[ContextT]):
         stream_writer: sends chunks to the ``custom`` stream mode.
         step: the superstep number of the running task.
         node: the running node's name.
+        attempt: which attempt of the task this is (1 unless a retry policy retried it).
     """
 
     context: ContextT
     stream_writer: StreamWriter = field(default=_no_op_writer)
     step: int = 0
     node: str = ""
+    attempt: int = 1
 
 
 class TaskContext:
     """Per-task runtime state, reachable from node code through a context variable."""
 
-    __slots__ = ("_config", "run", "scratch", "task", "writer")
+    __slots__ = ("_config", "calls", "run", "scratch", "task", "writer")
 
     def __init__(self, task: Task, run: RunLoop, writer: StreamWriter) -> None:
         self.task = task
@@ -56,6 +58,7 @@ class TaskContext:
         self.writer = writer
         self._config: dict[str, Any] | None = None
         self.scratch: Any = None  # interrupt() bookkeeping of this attempt, made on first use
+        self.calls: Any = None  # @task call counter of this attempt, made on first use
 
     @property
     def config(self) -> dict[str, Any]:
@@ -69,6 +72,7 @@ class TaskContext:
             stream_writer=self.writer,
             step=self.task.step,
             node=self.task.name,
+            attempt=getattr(self.task, "attempt", 1),
         )
 
 

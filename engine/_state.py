@@ -17,6 +17,9 @@ from ._schema import Schema, is_schema
 from ._types import END, START
 
 if TYPE_CHECKING:
+    from stepgraph.checkpoint import BaseCache
+
+    from ._policy import CachePolicy, RetryPolicy
     from ._state_compile import CompiledStateGraph
 
 
@@ -32,6 +35,7 @@ class NodeDef:
     retry_policy: Any = None
     cache_policy: Any = None
     destinations: tuple[str, ...] | None = None
+    timeout: float | None = None
 
 
 class StateGraph:
@@ -101,9 +105,10 @@ class StateGraph:
         defer: bool = False,
         metadata: dict[str, Any] | None = None,
         input_schema: type | None = None,
-        retry_policy: Any = None,
-        cache_policy: Any = None,
+        retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
+        cache_policy: CachePolicy | None = None,
         destinations: dict[str, str] | Sequence[str] | None = None,
+        timeout: float | None = None,
     ) -> StateGraph:
         """Add a node: ``add_node(fn)`` (named after the function) or ``add_node(name, fn)``.
 
@@ -115,9 +120,16 @@ class StateGraph:
             metadata: passed to the node's config (``get_config()["metadata"]``).
             input_schema: the state keys the node reads; inferred from the first
                 parameter's type annotation when that is a schema class.
-            retry_policy / cache_policy: how to retry or cache the node.
+            retry_policy: a ``RetryPolicy``, or a sequence of them (the first whose
+                ``retry_on`` matches an error decides); default: the graph's
+                ``compile(retry_policy=...)``, else no retries.
+            cache_policy: a ``CachePolicy``: reuse the node's writes for an input
+                seen before (needs ``compile(cache=...)``).
             destinations: for nodes that route with ``Command(goto=...)``: where
                 they can go (used for validation and drawing).
+            timeout: seconds one attempt of an async node (or subgraph) may run
+                before it is cancelled with ``NodeTimeoutError``; the async driver
+                enforces it. Sync function nodes cannot have one.
         """
         if action is None:
             action = node
@@ -156,6 +168,7 @@ class StateGraph:
             retry_policy=retry_policy,
             cache_policy=cache_policy,
             destinations=dests,
+            timeout=timeout,
         )
         return self
 
@@ -260,12 +273,24 @@ class StateGraph:
         self,
         checkpointer: Any = None,
         *,
+        cache: BaseCache | None = None,
+        retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
         debug: bool = False,
         name: str | None = None,
     ) -> CompiledStateGraph:
         """Validate the graph and return a runnable ``CompiledStateGraph``.
+
+        Args:
+            checkpointer: where runs save their steps (``InMemorySaver()``,
+                ``SqliteSaver(path)``); None lets a subgraph save through its parent.
+            cache: where nodes with a ``cache_policy`` keep their results
+                (``InMemoryCache()``, ``SqliteCache(path)``); required if any has one.
+            retry_policy: the ``RetryPolicy`` (or sequence of them) of every node that
+                has none of its own.
+            interrupt_before / interrupt_after: nodes to pause before or after.
+            name: the graph's name.
 
         Raises:
             GraphBuildError: listing every problem found, not just the first.
@@ -278,6 +303,8 @@ class StateGraph:
             interrupt_before=interrupt_before,
             interrupt_after=interrupt_after,
             name=name or "LangGraph",
+            cache=cache,
+            retry_policy=retry_policy,
         )
         self.compiled = True
         return compiled

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +28,9 @@ from stepgraph.channels import (
     NamedBarrierValueAfterFinish,
     Topic,
 )
-from stepgraph.checkpoint import BaseCheckpointSaver
+from stepgraph.checkpoint import BaseCache, BaseCheckpointSaver
 
+from ._policy import NodePolicies, RetryPolicy, policy_problems
 from ._pregel import Pregel
 from ._program import NodeSpec, Program, Writer
 from ._runtime import current_task
@@ -128,6 +128,8 @@ def compile_state_graph(
     interrupt_before: Sequence[str] | str | None,
     interrupt_after: Sequence[str] | str | None,
     name: str,
+    cache: BaseCache | None = None,
+    retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
 ) -> CompiledStateGraph:
     saver = _check_checkpointer(checkpointer)
     channels, managed, problems = merge_channels(builder.schemas)
@@ -139,7 +141,20 @@ def compile_state_graph(
             "interrupt_before/interrupt_after pause the run and resume it later, which needs "
             "a checkpointer, but this graph was compiled with checkpointer=False"
         )
-    _warn_unapplied_policies(builder)
+    problems += policy_problems(
+        [
+            NodePolicies(
+                n.name,
+                n.retry_policy,
+                n.cache_policy,
+                n.timeout,
+                isinstance(n.action, Pregel) or is_async_callable(n.action),
+            )
+            for n in builder.nodes.values()
+        ],
+        retry_policy,
+        cache,
+    )
     problems += _validate(builder, channels)
     if problems:
         raise GraphBuildError(problems, graph=f"graph {name!r}")
@@ -147,6 +162,8 @@ def compile_state_graph(
     input_schema = builder.schemas[builder.input_schema]
     if isinstance(saver, BaseCheckpointSaver):
         _register_types(saver, builder)
+    if cache is not None:
+        _register_types(cache, builder)  # cached writes hold the graph's types too
     compiled = CompiledStateGraph(
         builder,
         program,
@@ -159,6 +176,8 @@ def compile_state_graph(
     compiled.checkpointer = (
         saver if isinstance(saver, BaseCheckpointSaver) or saver is False else None
     )
+    compiled.retry_policy = retry_policy
+    compiled.cache = cache
     return compiled
 
 
@@ -172,7 +191,7 @@ def _check_checkpointer(checkpointer: Any) -> Any:
     )
 
 
-def _register_types(saver: BaseCheckpointSaver, builder: StateGraph) -> None:
+def _register_types(saver: BaseCheckpointSaver | BaseCache, builder: StateGraph) -> None:
     # Values of the graph's own types must load again: allow exactly those (and
     # everything their fields can hold), nothing else.
     registry = getattr(getattr(saver, "serde", None), "registry", None)
@@ -183,18 +202,6 @@ def _register_types(saver: BaseCheckpointSaver, builder: StateGraph) -> None:
         registry.register_schema(schema)
     if builder.context_schema is not None:
         registry.register_schema(builder.context_schema)
-
-
-def _warn_unapplied_policies(builder: StateGraph) -> None:
-    for name, node in builder.nodes.items():
-        for what in ("retry_policy", "cache_policy"):
-            if getattr(node, what) is not None:
-                warnings.warn(
-                    f"{what} of node {name!r} is recorded but not applied: this version of "
-                    "stepgraph does not retry or cache nodes yet",
-                    UserWarning,
-                    stacklevel=4,
-                )
 
 
 def _interrupt_names(
@@ -411,6 +418,7 @@ def _node_spec(
         retry_policy=node.retry_policy,
         cache_policy=node.cache_policy,
         is_async=is_async,
+        timeout=node.timeout,
     )
 
 

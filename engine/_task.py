@@ -29,10 +29,14 @@ class Task:
         writes: ``(channel, value)`` pairs collected while it ran.
         namespace: the task's checkpoint namespace, ``"<node>:<task id>"`` under
             the parent's namespace.
+        attempt: which attempt is running (1 for the first; retries count up).
+        cached: the writes came from the cache; the node did not run.
     """
 
     __slots__ = (
         "_id",
+        "attempt",
+        "cached",
         "core",
         "input",
         "kind",
@@ -71,6 +75,8 @@ class Task:
         self.writes: list[tuple[str, Any]] = []
         self.parent_ns = parent_ns
         self.kind = kind
+        self.attempt = 1
+        self.cached = False
 
     @property
     def id(self) -> str:

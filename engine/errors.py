@@ -11,6 +11,7 @@ handing a ``Command`` to its parent) subclass ``BaseException`` so that a node's
       EmptyInputError                    nothing to run: no input and nothing to resume
       InvalidInputError                  (also a ValueError) the input does not fit the input schema
       GraphRecursionError                (also a RecursionError) the step limit would be exceeded
+      NodeTimeoutError                   (also a TimeoutError) a node ran past its timeout=
     InvalidUpdateError                   (stepgraph.channels) a channel rejected a step's writes
       InvalidNodeReturnError             a node returned something the graph cannot apply
     EmptyChannelError                    (stepgraph.channels) a channel was read while empty
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidNodeReturnError",
     "GraphRecursionError",
+    "NodeTimeoutError",
     "InvalidUpdateError",
     "EmptyChannelError",
     "GraphBubbleUp",
@@ -151,6 +153,37 @@ class GraphRecursionError(GraphRunError, RecursionError):
 
 def _rebuild_recursion(limit: int, steps: int, pending: Sequence[str]) -> GraphRecursionError:
     return GraphRecursionError(limit=limit, steps=steps, pending=pending)
+
+
+class NodeTimeoutError(GraphRunError, TimeoutError):
+    """An async node ran longer than its ``timeout=`` and was cancelled.
+
+    Also a ``TimeoutError``, so ``except TimeoutError:`` catches it. Unlike a plain
+    ``TimeoutError`` (an ``OSError``), the default retry policy retries it.
+
+    Attributes:
+        node: the node's name.
+        timeout: the limit, in seconds, that one attempt of the node may take.
+        step: the superstep in which it ran, when known.
+    """
+
+    def __init__(self, *, node: str, timeout: float, step: int | None = None) -> None:
+        self.node = node
+        self.timeout = timeout
+        self.step = step
+        where = f" in superstep {step}" if step is not None else ""
+        super().__init__(
+            f"node {node!r} did not finish within its timeout of {timeout:g} s{where} and "
+            "was cancelled; raise add_node(..., timeout=...) if it needs longer, or give it "
+            "a RetryPolicy to try again"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_timeout, (self.node, self.timeout, self.step))
+
+
+def _rebuild_timeout(node: str, timeout: float, step: int | None) -> NodeTimeoutError:
+    return NodeTimeoutError(node=node, timeout=timeout, step=step)
 
 
 class GraphBubbleUp(BaseException):

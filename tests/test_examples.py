@@ -30,3 +30,27 @@ def test_map_reduce_saves_every_step_and_reuses_a_finished_thread(tmp_path: Path
         again.split("top words:")[1].split("saved")[0]
         == first.split("top words:")[1].split("saved")[0]
     )
+
+
+def test_essay_review_pauses_for_a_person_and_reuses_the_saved_draft(tmp_path: Path) -> None:
+    db = str(tmp_path / "examples.db")
+    out = run("examples/essay_review.py", "--db", db, "--topic", "moons", "--answer", "yes")
+    assert "Everyone has seen moons" in out
+    assert "status: approved" in out
+    assert "drafts written: 1" in out
+    revised = run("examples/essay_review.py", "--db", db, "--answer", "shorter please")
+    assert "status: revised" in revised and "(revised: shorter please)" in revised
+
+
+def test_essay_review_asks_on_the_terminal_when_no_answer_is_given(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "examples/essay_review.py", "--db", str(tmp_path / "e.db")],
+        input="no\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "approve? (yes / no / notes)" in done.stdout
+    assert "status: rejected" in done.stdout

@@ -146,9 +146,12 @@ def test_error_pickles() -> None:
     assert again.problems == ("one", "two") and str(again) == str(err)
 
 
-def test_policies_that_are_not_applied_yet_warn() -> None:
+def test_policies_of_the_wrong_type_are_build_problems() -> None:
     g = StateGraph(S)
-    g.add_node("a", noop, retry_policy=object())
+    g.add_node("a", noop, retry_policy=object(), cache_policy="yes")  # type: ignore[arg-type]
     g.add_edge(START, "a")
-    with pytest.warns(UserWarning, match="retry_policy of node 'a' is recorded but not applied"):
+    with pytest.raises(GraphBuildError) as info:
         g.compile()
+    text = str(info.value)
+    assert "retry_policy of node 'a' must be a RetryPolicy" in text
+    assert "cache_policy of node 'a' must be a CachePolicy" in text

@@ -111,9 +111,9 @@ def test_node_without_subscription() -> None:
         NodeBuilder().do(lambda x: x).build("lonely")
 
 
-def test_policies_warn_until_they_are_applied() -> None:
+def test_policies_are_checked_when_the_graph_is_built() -> None:
     node = NodeBuilder().subscribe_only("a").write_to("b").add_retry_policies(object())
-    with pytest.warns(UserWarning, match="not applied"):
+    with pytest.raises(GraphBuildError, match="retry_policy of node 'n' must be a RetryPolicy"):
         Pregel(
             nodes={"n": node},
             channels={"a": EphemeralValue(int), "b": LastValue(int)},
