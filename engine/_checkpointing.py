@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
 Durability = Literal["sync", "async", "exit"]
 DURABILITY_MODES: tuple[str, ...] = ("sync", "async", "exit")
 SPECIAL_WRITES = frozenset((ERROR, INTERRUPT, RESUME, SCHEDULED))
+NULL_TASK = "~null~"  # task id prefix of writes made by no task (sorts after task ids)
 _APPENDING_OPS: tuple[Any, ...] = ()
 
 
@@ -172,6 +174,7 @@ class Persistence:
         self.errors: dict[str, Any] = {}  # task id -> saved error
         self.interrupts: dict[str, list[Any]] = {}  # task id -> its pending Interrupts
         self.resumes: dict[str, list[Any]] = {}  # task id -> answers it already received
+        self.null_writes: list[tuple[str, Any]] = []  # resume updates not in a checkpoint yet
         self.replaying = False
         self.parent_config: dict[str, Any] | None = None  # config of the last saved checkpoint
         self._last_values: dict[str, Any] = {}  # append-only channel -> last saved value
@@ -222,6 +225,13 @@ class Persistence:
                         self.resumes[task_id] = list(value or ())
                     elif channel not in SPECIAL_WRITES:
                         self.pending.setdefault(task_id, []).append((channel, value))
+            for task_id in sorted(k for k in self.pending if k.startswith(NULL_TASK)):
+                self.null_writes += self.pending.pop(task_id)
+            # A task that asked a question and later finished has answered it: its
+            # interrupt is no longer pending, and its recorded answers are spent.
+            for task_id in self.pending:
+                self.interrupts.pop(task_id, None)
+                self.resumes.pop(task_id, None)
             for ch in self.append_only:
                 if ch in saved.checkpoint["channel_values"]:
                     self._last_values[ch] = saved.checkpoint["channel_values"][ch]
@@ -259,6 +269,11 @@ class Persistence:
             for i in found:
                 seen.setdefault(getattr(i, "id", repr(i)), i)
         return list(seen.values())
+
+    def save_null(self, writes: list[tuple[str, Any]]) -> None:
+        """Save writes that belong to no task (a resume's update) with the checkpoint."""
+        if self.parent_config is not None and writes:
+            self.save_call(f"{NULL_TASK}{time.time_ns():020d}", writes)
 
     def save_call(self, task_id: str, writes: list[tuple[str, Any]]) -> None:
         """Save a task call's record and result at once (from any thread)."""

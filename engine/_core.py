@@ -87,6 +87,8 @@ class Core:
         self.updated: frozenset[str] = frozenset()
         # Every channel whose version the last barrier bumped (also those it emptied).
         self.changed: frozenset[str] = frozenset()
+        # Channels written by apply_early(): saved with the next barrier's checkpoint.
+        self._early: set[str] = set()
         # The first superstep this run may not execute; the run loop sets it once
         # the input is applied (recursion limit). Managed values read it.
         self.stop = step + 1 + 10_000
@@ -259,6 +261,38 @@ class Core:
             batches.append(("__resume__", list(extra)))
         return self._apply(ordered, batches)
 
+    def apply_early(self, writes: Sequence[tuple[str, Any]]) -> frozenset[str]:
+        """Apply writes now, before the next superstep is planned, without a barrier.
+
+        A resume command's ``update``/``goto`` take effect this way: the resumed step
+        sees them (and the nodes they trigger run in it), and nothing is cleared, so
+        the interrupted tasks are planned again as they were. The channels count as
+        changed by the next barrier.
+        """
+        grouped: dict[str, list[Any]] = {}
+        for ch, value in writes:
+            grouped.setdefault(ch, []).append(value)
+        changed = set()
+        for ch, values in grouped.items():
+            c = self._channel(ch)
+            try:
+                if c.update(values):
+                    changed.add(ch)
+            except InvalidUpdateError as exc:
+                raise exc.with_context(self.step + 1, ["__resume__"]) from None
+        if changed:
+            version = self.max_version = self.max_version + 1
+            for ch in changed:
+                self.versions[ch] = version
+            self._early |= changed
+            if self._candidates is not None:
+                available = [ch for ch in changed if self.channels[ch].is_available()]
+                self._candidates |= self._nodes_to_check(available)
+            for ch in changed:
+                if ch in self.program.clearing_channels and self.channels[ch].is_available():
+                    self._live_clearing.add(ch)
+        return frozenset(changed)
+
     def _apply(
         self, tasks: Sequence[Task], batches: Sequence[tuple[str, Sequence[tuple[str, Any]]]]
     ) -> frozenset[str]:
@@ -266,6 +300,7 @@ class Core:
         program = self.program
         channels = self.channels
         changed: set[str] = set()
+        early, self._early = self._early, set()
         if program.consume_channels:
             consumable = program.consume_channels
             for ch in {c for t in tasks for c in t.triggers if c in consumable}:
@@ -301,7 +336,7 @@ class Core:
         self._seq += 1
         self._ids.pop(self._seq - 2, None)  # tasks of the last step may still ask for theirs
         self.updated = frozenset(updated)
-        self.changed = frozenset(changed)
+        self.changed = frozenset(changed | early) if early else frozenset(changed)
         return self.updated
 
     def _finish(self, changed: set[str], updated: set[str]) -> None:

@@ -130,6 +130,7 @@ def drive_sync(
                 yield from _flush(loop)
             loop.after_tick()
             yield from _flush(loop)
+        yield from _flush(loop)  # a breakpoint's chunk, queued by the last tick
     finally:
         if owned is not None:
             owned.shutdown(wait=False, cancel_futures=True)
@@ -194,6 +195,8 @@ async def drive_async(
             loop.after_tick()
             for chunk in _flush(loop):
                 yield chunk
+        for chunk in _flush(loop):  # a breakpoint's chunk, queued by the last tick
+            yield chunk
     finally:
         for pending in running:
             pending.cancel()

@@ -9,13 +9,14 @@ therefore starts a new branch and leaves the original history as it was.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from stepgraph.checkpoint import BaseCheckpointSaver, CheckpointTuple
 from stepgraph.checkpoint._model import ERROR, INTERRUPT
 
-from ._checkpointing import SPECIAL_WRITES, restore_core
+from ._checkpointing import NULL_TASK, SPECIAL_WRITES, restore_core
 from ._core import Core
 from ._runtime import TaskContext, _no_op_writer, current_task
 from ._task import PULL, Task
@@ -117,6 +118,16 @@ def snapshot(
     tasks are left out of ``next``; a past checkpoint is shown as it was saved.
     """
     core = restore_core(graph.program, saved, namespace=ns)
+    if apply_writes:
+        # A resume's update that no step has saved yet is part of the state to come.
+        null = [
+            (ch, v)
+            for tid, ch, v in sorted(saved.pending_writes or (), key=lambda w: w[0])
+            if tid.startswith(NULL_TASK) and ch not in SPECIAL_WRITES
+        ]
+        if null:
+            with contextlib.suppress(Exception):
+                core.apply_early(null)
     tasks = core.plan()
     writes: dict[str, list[tuple[str, Any]]] = {}
     errors: dict[str, Any] = {}
@@ -129,6 +140,8 @@ def snapshot(
             interrupts.setdefault(task_id, []).extend(found)
         elif channel not in SPECIAL_WRITES:
             writes.setdefault(task_id, []).append((channel, value))
+    for task_id in writes:  # a task that finished has answered its questions
+        interrupts.pop(task_id, None)
     done = [t for t in tasks if t.id in writes] if apply_writes else []
     values = _values_with(graph, core, done, writes)
     thread = saved.config["configurable"]["thread_id"]

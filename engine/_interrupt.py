@@ -72,6 +72,7 @@ class Resume:
     by_id: Mapping[str, Any] | None = None
     value: Any = None
     has_value: bool = False
+    target: str | None = None  # the one pending interrupt a plain value answers
     _used: bool = field(default=False, repr=False)
 
     @classmethod
@@ -95,7 +96,7 @@ class Resume:
                 f"{len(ids)} interrupts are pending ({', '.join(ids)}), so one resume value "
                 "cannot say which it answers: pass Command(resume={interrupt_id: value, ...})"
             )
-        return cls(value=resume, has_value=True)
+        return cls(value=resume, has_value=True, target=ids[0])
 
     def take(self, iid: str) -> tuple[bool, Any]:
         """The answer for interrupt ``iid``, if this resume has one for it."""
@@ -103,7 +104,7 @@ class Resume:
             if iid in self.by_id:
                 return True, self.by_id[iid]
             return False, None
-        if self.has_value and not self._used:
+        if self.has_value and not self._used and (self.target is None or iid == self.target):
             self._used = True
             return True, self.value
         return False, None

@@ -140,7 +140,8 @@ class RunLoop:
     def start(self, input: Any) -> None:
         """Load the thread (with a checkpointer), then apply the input as a barrier."""
         p = self.persistence
-        resuming = isinstance(input, Command) and input.resume is not None
+        command = isinstance(input, Command)
+        resuming = command and input.resume is not None
         if p is None and (self._before or self._after):
             raise ValueError(
                 "interrupt_before/interrupt_after pause the run to resume it later, which "
@@ -157,21 +158,22 @@ class RunLoop:
         else:
             p.acquire()
             self.core = core = p.restore()
-            if input is None or resuming or self._resumes_subgraph(core):
+            # A Command continues a saved thread (as LangGraph has it): its update and
+            # goto apply to the step that is waiting, and resume answers its questions.
+            continuing = command and p.saved is not None and self.parent is None
+            if input is None or resuming or continuing or self._resumes_subgraph(core):
                 if p.saved is None:
                     raise EmptyInputError(
                         f"received no input and thread {p.thread!r} has no saved state to "
                         "continue from; pass the graph's input"
                     )
-                if resuming and self.parent is None:
-                    assert isinstance(input, Command)
-                    self.resume = Resume.of(input.resume, p.pending_interrupts())
-                    if input.update is not None or input.goto:
-                        plain: Command[Any] = Command(update=input.update, goto=input.goto)
-                        self._extra = self.graph._input_writes(plain)
-                self._skip_before = True
                 if p.replaying:
                     p.fork_for_replay(core)
+                elif p.null_writes:
+                    core.apply_early(p.null_writes)  # an earlier resume's update, unsaved
+                if command and self.parent is None:
+                    self._continue_with(input, core, p)
+                self._skip_before = True
             else:
                 writes = self.graph._input_writes(input)
                 if p.ns and p.saved is not None:
@@ -184,6 +186,21 @@ class RunLoop:
                     self._emit_checkpoint(p)
         self._first_step = self.core.step + 1
         self.core.stop = self._first_step + self.limit
+
+    def _continue_with(self, cmd: Command[Any], core: Core, p: Persistence) -> None:
+        """Apply a Command given to a saved thread: answers, update, goto."""
+        if cmd.resume is not None:
+            self.resume = Resume.of(cmd.resume, p.pending_interrupts())
+        if cmd.update is None and not cmd.goto:
+            return
+        plain: Command[Any] = Command(update=cmd.update, goto=cmd.goto)
+        writes = self.graph._input_writes(plain)
+        core.apply_early(writes)
+        p.save_null(writes)  # kept with the checkpoint until a barrier includes them
+        if not core.plan():
+            # Nothing waits and nothing was triggered: store the update as a step.
+            core.commit([])
+            p.barrier(core, "update")
 
     def _resumes_subgraph(self, core: Core) -> bool:
         # A subgraph whose namespace has unfinished work is being resumed by its

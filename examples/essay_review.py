@@ -26,10 +26,7 @@ DRAFTS_WRITTEN: list[str] = []  # what the "model" was asked for, to show nothin
 def write_draft(topic: str) -> str:
     """Stands in for a slow, costly model call."""
     DRAFTS_WRITTEN.append(topic)
-    return (
-        f"{topic.title()}\n\n"
-        f"Everyone has seen {topic}, few have asked why. This essay does."
-    )
+    return f"{topic.title()}\n\nEveryone has seen {topic}, few have asked why. This essay does."
 
 
 @task

@@ -363,13 +363,6 @@ def test_answering_one_of_two_leaves_the_other_pending(driver: Any) -> None:
     assert pending(graph, thread()) == ()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an answered interrupt stays pending after its task finished: the task's "
-    "INTERRUPT write is never superseded, so Persistence.restore/pending_interrupts "
-    "(engine/_checkpointing.py) and _history.snapshot keep reporting it; a scalar resume "
-    "for the one question really left is then refused as '2 interrupts are pending'",
-)
 def test_an_answered_parallel_interrupt_is_no_longer_pending(driver: Any) -> None:
     graph = two_askers(InMemorySaver(), Counter())
     qa, qb = driver.invoke(graph, {"log": []}, thread())["__interrupt__"]
@@ -425,13 +418,6 @@ def test_parallel_sends_get_distinct_ids_and_one_call_answers_them(driver: Any) 
     assert calls["tool"] == 6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a scalar resume goes to whichever interrupt() is called first in the resumed "
-    "run, not to the one pending interrupt Resume.of validated it against: Resume.take "
-    "(engine/_interrupt.py) ignores the id when answering with a plain value, so a task "
-    "re-run after an error that asks a new question takes the answer meant for another",
-)
 def test_a_scalar_resume_answers_the_pending_question_only(driver: Any) -> None:
     fail = [True]
     b_asked = threading.Event()
@@ -722,13 +708,6 @@ def test_interrupt_after_stops_after_the_node(driver: Any) -> None:
     assert calls == {"a": 1, "b": 1, "c": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the {'__interrupt__': ()} updates chunk of an interrupt_before breakpoint is "
-    "lost: RunLoop.tick queues it (via _pause) and returns [], and drive_sync/drive_async "
-    "(engine/_drivers.py) leave `while tasks := loop.tick()` without flushing loop.out; "
-    "interrupt_after (paused in after_tick) does emit it",
-)
 def test_interrupt_before_streams_an_empty_interrupt_chunk(driver: Any) -> None:
     graph = chain(InMemorySaver(), Counter(), interrupt_before=["b"])
     chunks = driver.stream(graph, {"log": []}, thread(), stream_mode="updates")
@@ -803,25 +782,18 @@ def test_resume_with_an_update_applies_it_with_the_resumed_step(driver: Any) -> 
     graph = g.compile(checkpointer=InMemorySaver())
     driver.invoke(graph, {"log": []}, thread())
     cmd = Command(resume="y", update={"note": "edited", "log": ["update"]})
+    # The update applies before the resumed step runs (the re-run node sees it), and is
+    # saved with that step's checkpoint, not as a checkpoint of its own.
     assert driver.invoke(graph, cmd, thread()) == {
-        "log": ["ask:y", "update", "after"],
+        "log": ["update", "ask:y", "after"],
         "note": "edited",
     }
-    # The update is part of the resumed step's checkpoint, not a checkpoint of its own.
-    (step0,) = [s for s in graph.get_state_history(thread()) if s.metadata["step"] == 1]
-    assert step0.values == {"log": ["ask:y", "update"], "note": "edited"}
-    assert step0.next == ("after",)
+    (step1,) = [s for s in graph.get_state_history(thread()) if s.metadata["step"] == 1]
+    assert step1.values == {"log": ["update", "ask:y"], "note": "edited"}
+    assert step1.next == ("after",)
     assert calls == {"ask": 2, "after": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Command(resume=..., update={k: v}) where the re-run node also writes k fails "
-    "the resumed step with InvalidUpdateError (two LastValue writes in one step, by the "
-    "node and '__resume__'): RunLoop.start keeps the update as extra writes committed "
-    "with the step (engine/_loop.py _extra) instead of applying it before the step runs "
-    "as LangGraph does with NULL-task writes, so 'approve with edits' cannot work",
-)
 def test_resume_with_an_update_to_a_key_the_node_writes(driver: Any) -> None:
     class Draft(TypedDict):
         draft: str
@@ -840,13 +812,6 @@ def test_resume_with_an_update_to_a_key_the_node_writes(driver: Any) -> None:
     assert out["status"] in ("approved: helo", "edited")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Command(resume=..., update=...) is lost when the resumed step pauses again "
-    "(the node asks its next question, or a sibling is still waiting): the update/goto "
-    "writes live only in RunLoop._extra (engine/_loop.py) and are committed only by a "
-    "barrier that succeeds; after_tick's interrupt path neither applies nor saves them",
-)
 def test_a_resume_update_survives_the_next_question(driver: Any) -> None:
     g = StateGraph(Noted)
     g.add_node("ask", asking(Counter(), "ask", "q1", "q2"))
@@ -872,20 +837,13 @@ def test_resume_with_goto_also_runs_that_node(driver: Any) -> None:
     chunks = driver.stream(
         graph, Command(resume="y", goto="extra"), thread(), stream_mode="updates"
     )
-    assert chunks[0] == {"ask": {"log": ["ask:y"]}}
-    assert sorted(next(iter(c)) for c in chunks[1:]) == ["after", "extra"]  # one step
-    assert graph.get_state(thread()).values == {"log": ["ask:y", "after", "extra"]}
+    # goto applies before the resumed step: `extra` runs in it, beside the re-run node.
+    assert sorted(next(iter(c)) for c in chunks[:2]) == ["ask", "extra"]
+    assert [next(iter(c)) for c in chunks[2:]] == ["after"]
+    assert graph.get_state(thread()).values == {"log": ["ask:y", "extra", "after"]}
     assert calls == {"ask": 2, "after": 1, "extra": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Command(update=...) without resume on a paused thread is taken as new input: "
-    "RunLoop.start (engine/_loop.py) only treats input.resume is not None as resuming, so "
-    "the update goes through the input barrier, the interrupted task's trigger is "
-    "consumed, and the pending question and the rest of the graph are silently dropped "
-    "(LangGraph treats every Command input as resuming)",
-)
 def test_an_update_command_on_a_paused_thread_keeps_the_question(driver: Any) -> None:
     calls: Counter[str] = Counter()
     g = StateGraph(Noted)
