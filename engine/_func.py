@@ -357,6 +357,12 @@ async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
+def _run_of() -> Any:
+    ctx = current_task.get()
+    assert ctx is not None  # set by _enter for the call's whole run
+    return ctx.run
+
+
 def _once(tf: TaskFunction[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     result = tf.func(*args, **kwargs)
     if inspect.isawaitable(result):
@@ -376,6 +382,7 @@ def _policies(tf: TaskFunction[Any]) -> tuple[Any, ...]:
 def _with_retries(tf: TaskFunction[Any], child: Task, attempt: Callable[[], Any]) -> Any:
     """Run a task call, retrying per its ``retry_policy`` (sync: waits in this thread)."""
     from . import _policy
+    from ._runner import _report_retry
 
     policies = _policies(tf)
     failures = 0
@@ -393,11 +400,14 @@ def _with_retries(tf: TaskFunction[Any], child: Task, attempt: Callable[[], Any]
                         f"{policy.max_attempts} attempt(s)"
                     )
                 raise
-            _policy._sleep(policy.interval(failures))
+            delay = policy.interval(failures)
+            _report_retry(child, _run_of(), exc, failures, delay)
+            _policy._sleep(delay)
 
 
 async def _awith_retries(tf: TaskFunction[Any], child: Task, attempt: Callable[[], Any]) -> Any:
     from . import _policy
+    from ._runner import _report_retry
 
     policies = _policies(tf)
     failures = 0
@@ -415,7 +425,9 @@ async def _awith_retries(tf: TaskFunction[Any], child: Task, attempt: Callable[[
                         f"{policy.max_attempts} attempt(s)"
                     )
                 raise
-            await _policy._asleep(policy.interval(failures))
+            delay = policy.interval(failures)
+            _report_retry(child, _run_of(), exc, failures, delay)
+            await _policy._asleep(delay)
 
 
 async def _arun_child(

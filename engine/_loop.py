@@ -254,7 +254,10 @@ class RunLoop:
                 writes.append((RETURN, result))
             p.save_call(child.id, writes)
         if error is None and interrupted is None and self._updates:
-            self.ts_sink((self.ns, "updates", {child.name: result}))
+            update: dict[str, Any] = {child.name: result}
+            if child.cached:
+                update["__metadata__"] = {"cached": True}
+            self.ts_sink((self.ns, "updates", update))
         if self._task_events:
             payload: dict[str, Any] = {
                 "id": child.id,

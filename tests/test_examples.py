@@ -54,3 +54,14 @@ def test_essay_review_asks_on_the_terminal_when_no_answer_is_given(tmp_path: Pat
     assert done.returncode == 0, done.stderr
     assert "approve? (yes / no / notes)" in done.stdout
     assert "status: rejected" in done.stdout
+
+
+def test_flaky_map_reduce_retries_failed_calls_and_caches_results(tmp_path: Path) -> None:
+    db = str(tmp_path / "examples.db")
+    out = run("examples/flaky_map_reduce.py", "--db", db, "--failure-rate", "0.5", "--seed", "3")
+    assert out.count("summary: 5 cities, warmest Oslo") == 2
+    assert "retry: weather service timed out" in out
+    second = out.split("-- second run")[1]
+    assert second.count("(cached)") == 5
+    assert "retry" not in second
+    assert out.strip().endswith("in the second") and " 0 in the second" in out

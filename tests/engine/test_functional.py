@@ -378,3 +378,30 @@ def test_a_task_cache_policy_skips_calls_seen_before() -> None:
     assert workflow.invoke([1, 2]) == [1, 4]
     assert workflow.invoke([2, 3]) == [4, 9]
     assert calls == Counter({1: 1, 2: 1, 3: 1})
+
+
+def test_task_retries_show_in_the_tasks_stream_and_cache_hits_in_updates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stepgraph.checkpoint import InMemoryCache
+    from stepgraph.engine import CachePolicy, RetryPolicy, _policy
+
+    monkeypatch.setattr(_policy, "_sleep", lambda s: None)
+    failures = [1]
+
+    @task(retry_policy=RetryPolicy(jitter=False), cache_policy=CachePolicy())
+    def fetch(x: int) -> int:
+        if failures[0]:
+            failures[0] -= 1
+            raise ConnectionError("blip")
+        return x
+
+    @entrypoint(cache=InMemoryCache())
+    def workflow(x: int) -> int:
+        return fetch(x).result()
+
+    first = list(workflow.stream(1, stream_mode=["tasks", "updates"]))
+    retries = [p for mode, p in first if mode == "tasks" and "retry_in" in p]
+    assert [(r["name"], r["attempt"], r["retry_in"]) for r in retries] == [("fetch", 1, 0.5)]
+    again = list(workflow.stream(1, stream_mode="updates"))
+    assert again[0] == {"fetch": 1, "__metadata__": {"cached": True}}
