@@ -29,6 +29,7 @@ from typing import Any, Self
 
 from ._serde import Serializer
 from ._sqlite import BUSY_TIMEOUT, _connect
+from ._sqlite_schema import migrate
 from .errors import SchemaVersionError
 
 __all__ = ["BaseCache", "CacheKey", "InMemoryCache", "Namespace", "SqliteCache"]
@@ -277,33 +278,14 @@ class SqliteCache(BaseCache):
             ) from exc
 
     def _migrate(self) -> None:
-        # Up to date (the common case): no write lock taken.
-        try:
-            row = self._conn.execute("SELECT MAX(version) FROM stepgraph_cache_schema").fetchone()
-        except sqlite3.OperationalError as exc:
-            if "no such table" not in str(exc):
-                raise
-        else:
-            if row[0] == SCHEMA_VERSION:
-                return
-        while True:
-            with self._writing() as conn:
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS stepgraph_cache_schema (version INTEGER NOT NULL)"
-                )
-                found = conn.execute("SELECT MAX(version) FROM stepgraph_cache_schema").fetchone()[
-                    0
-                ]
-                if found is None:
-                    conn.execute("INSERT INTO stepgraph_cache_schema (version) VALUES (0)")
-                    found = 0
-                if found > SCHEMA_VERSION:
-                    raise SchemaVersionError(self.path, found, SCHEMA_VERSION)
-                if found == SCHEMA_VERSION:
-                    return
-                for statement in MIGRATIONS[found]:
-                    conn.execute(statement)
-                conn.execute("UPDATE stepgraph_cache_schema SET version = ?", (found + 1,))
+        """Bring the schema to `SCHEMA_VERSION` (see `_sqlite_schema.migrate`)."""
+        migrate(
+            self._conn,
+            self._writing,
+            table="stepgraph_cache_schema",
+            migrations=MIGRATIONS,
+            path=str(self.path),
+        )
 
     def _live(self) -> sqlite3.Connection:
         if self._closed:

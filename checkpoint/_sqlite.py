@@ -58,6 +58,7 @@ from ._base import owner_is_dead
 from ._blobs import links, write_blob
 from ._model import CheckpointTuple
 from ._serde import Serializer
+from ._sqlite_schema import migrate
 from ._stored import PreparedPut, StoredRow, StoredSaver, StoredWrite, WriteKey
 from .errors import SchemaVersionError
 
@@ -308,41 +309,14 @@ class SqliteSaver(StoredSaver):
             ) from exc
 
     def _migrate(self) -> None:
-        """Bring the schema to `SCHEMA_VERSION`, one migration per transaction.
-
-        The common case, a file already up to date, takes no write lock. Otherwise
-        each step re-reads the version under ``BEGIN IMMEDIATE``, so two processes
-        opening a new file at once apply every migration exactly once between them.
-        """
-        conn = self._conn
-        try:
-            row = conn.execute("SELECT MAX(version) FROM stepgraph_schema").fetchone()
-        except sqlite3.OperationalError as exc:
-            if "no such table" not in str(exc):
-                raise
-        else:
-            if row[0] is not None and row[0] >= SCHEMA_VERSION:
-                self._check_version(row[0])
-                return
-        while True:
-            with self._writing() as conn:
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS stepgraph_schema (version INTEGER NOT NULL)"
-                )
-                found = conn.execute("SELECT MAX(version) FROM stepgraph_schema").fetchone()[0]
-                if found is None:
-                    conn.execute("INSERT INTO stepgraph_schema (version) VALUES (0)")
-                    found = 0
-                self._check_version(found)
-                if found == SCHEMA_VERSION:
-                    return
-                for statement in MIGRATIONS[found]:
-                    conn.execute(statement)
-                conn.execute("UPDATE stepgraph_schema SET version = ?", (found + 1,))
-
-    def _check_version(self, found: int) -> None:
-        if found > SCHEMA_VERSION:
-            raise SchemaVersionError(self.path, found, SCHEMA_VERSION)
+        """Bring the schema to `SCHEMA_VERSION` (see `_sqlite_schema.migrate`)."""
+        migrate(
+            self._conn,
+            self._writing,
+            table="stepgraph_schema",
+            migrations=MIGRATIONS,
+            path=str(self.path),
+        )
 
     def _live(self) -> sqlite3.Connection:
         if self._closed:

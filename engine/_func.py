@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
@@ -292,7 +293,9 @@ def _call(
             return TaskFuture(_done_future(found[cached[1]]), tf.name, ctx)
     job = functools.partial(_run_child, tf, child, run, signature, args, kwargs, cached)
     if tf.is_async and _running_loop() is not None:
-        fut: Any = asyncio.ensure_future(_arun_child(tf, child, run, signature, args, kwargs))
+        fut: Any = asyncio.ensure_future(
+            _arun_child(tf, child, run, signature, args, kwargs, cached)
+        )
     else:
         fut = run.call_pool().submit(job)
     return TaskFuture(fut, tf.name, ctx)
@@ -336,11 +339,21 @@ def _run_child(
     kwargs: dict[str, Any],
     cached: tuple[Any, Any, float | None] | None = None,
 ) -> Any:
-    token = _enter(child, run)
-    try:
+    with _call_scope(child, run, signature) as outcome:
         result = _with_retries(tf, child, lambda: _once(tf, args, kwargs))
         if cached is not None:
             cached[0].set({cached[1]: (result, cached[2])})
+        outcome.append(result)
+    return result
+
+
+@contextlib.contextmanager
+def _call_scope(child: Task, run: Any, signature: list[Any]) -> Iterator[list[Any]]:
+    """Run a task call as the current task; save and stream how it ended."""
+    token = _enter(child, run)
+    outcome: list[Any] = []
+    try:
+        yield outcome
     except GraphInterrupt as gi:
         run.task_call_done(child, signature, interrupted=gi)
         raise
@@ -349,8 +362,7 @@ def _run_child(
         raise
     finally:
         current_task.reset(token)
-    run.task_call_done(child, signature, result=result)
-    return result
+    run.task_call_done(child, signature, result=outcome[0])
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:
@@ -379,55 +391,58 @@ def _policies(tf: TaskFunction[Any]) -> tuple[Any, ...]:
     return (policy,) if isinstance(policy, RetryPolicy) else tuple(policy)
 
 
-def _with_retries(tf: TaskFunction[Any], child: Task, attempt: Callable[[], Any]) -> Any:
-    """Run a task call, retrying per its ``retry_policy`` (sync: waits in this thread)."""
+def _retry_delay(tf: TaskFunction[Any], child: Task, exc: Exception, failures: int) -> float | None:
+    """Seconds to wait before retrying a failed task call, or None to give up."""
     from . import _policy
     from ._runner import _report_retry
 
     policies = _policies(tf)
+    policy = _policy.pick_policy(policies, exc) if policies else None
+    if policy is None:
+        return None
+    if failures >= policy.max_attempts:
+        exc.add_note(
+            f"task {tf.name!r} failed {failures} time(s); {policy!r} allows "
+            f"{policy.max_attempts} attempt(s)"
+        )
+        return None
+    delay = policy.interval(failures)
+    _report_retry(child, _run_of(), exc, failures, delay)
+    return delay
+
+
+def _with_retries(tf: TaskFunction[Any], child: Task, attempt: Callable[[], Any]) -> Any:
+    """Run a task call, retrying per its ``retry_policy`` (sync: waits in this thread)."""
+    from . import _policy
+
     failures = 0
     while True:
         child.attempt = failures + 1
         try:
             return attempt()
         except Exception as exc:
-            policy = _policy.pick_policy(policies, exc) if policies else None
             failures += 1
-            if policy is None or failures >= policy.max_attempts:
-                if policy is not None:
-                    exc.add_note(
-                        f"task {tf.name!r} failed {failures} time(s); {policy!r} allows "
-                        f"{policy.max_attempts} attempt(s)"
-                    )
+            delay = _retry_delay(tf, child, exc, failures)
+            if delay is None:
                 raise
-            delay = policy.interval(failures)
-            _report_retry(child, _run_of(), exc, failures, delay)
-            _policy._sleep(delay)
+        _policy._sleep(delay)
 
 
 async def _awith_retries(tf: TaskFunction[Any], child: Task, attempt: Callable[[], Any]) -> Any:
+    """The same for async task calls (waits with ``asyncio.sleep``)."""
     from . import _policy
-    from ._runner import _report_retry
 
-    policies = _policies(tf)
     failures = 0
     while True:
         child.attempt = failures + 1
         try:
             return await attempt()
         except Exception as exc:
-            policy = _policy.pick_policy(policies, exc) if policies else None
             failures += 1
-            if policy is None or failures >= policy.max_attempts:
-                if policy is not None:
-                    exc.add_note(
-                        f"task {tf.name!r} failed {failures} time(s); {policy!r} allows "
-                        f"{policy.max_attempts} attempt(s)"
-                    )
+            delay = _retry_delay(tf, child, exc, failures)
+            if delay is None:
                 raise
-            delay = policy.interval(failures)
-            _report_retry(child, _run_of(), exc, failures, delay)
-            await _policy._asleep(delay)
+        await _policy._asleep(delay)
 
 
 async def _arun_child(
@@ -437,19 +452,13 @@ async def _arun_child(
     signature: list[Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    cached: tuple[Any, Any, float | None] | None = None,
 ) -> Any:
-    token = _enter(child, run)
-    try:
+    with _call_scope(child, run, signature) as outcome:
         result = await _awith_retries(tf, child, lambda: tf.func(*args, **kwargs))
-    except GraphInterrupt as gi:
-        run.task_call_done(child, signature, interrupted=gi)
-        raise
-    except BaseException as exc:
-        run.task_call_done(child, signature, error=exc)
-        raise
-    finally:
-        current_task.reset(token)
-    run.task_call_done(child, signature, result=result)
+        if cached is not None:
+            cached[0].set({cached[1]: (result, cached[2])})
+        outcome.append(result)
     return result
 
 
