@@ -8,6 +8,7 @@ imports::
 
 from stepgraph.channels import Overwrite
 
+from ._drawing import DrawableGraph
 from ._func import DeterminismError, TaskFuture, entrypoint, task
 from ._history import PregelTask, StateSnapshot
 from ._interrupt import GraphInterrupt, Interrupt, interrupt
@@ -60,6 +61,8 @@ __all__ = [
     "get_config",
     "get_runtime",
     "get_stream_writer",
+    # inspection
+    "DrawableGraph",
     # errors
     "GraphBuildError",
     "GraphInterrupt",

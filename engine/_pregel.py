@@ -12,6 +12,7 @@ from stepgraph.checkpoint import BaseCache, BaseCheckpointSaver
 
 from ._checkpointing import Durability
 from ._core import Core
+from ._drawing import DrawableGraph, build_graph
 from ._drivers import drive_async, drive_sync
 from ._history import StateSnapshot
 from ._loop import Chunk, RunLoop
@@ -462,6 +463,30 @@ class Pregel:
     ) -> dict[str, Any]:
         """Async twin of ``update_state`` (runs it in a worker thread)."""
         return await asyncio.to_thread(self.update_state, config, values, as_node)
+
+    # -- inspection ---------------------------------------------------------------
+
+    def get_graph(
+        self, config: Mapping[str, Any] | None = None, *, xray: bool | int = False
+    ) -> DrawableGraph:
+        """The graph's structure as a ``networkx.DiGraph`` that can draw itself.
+
+        Nodes and edges carry attributes (kind, deferred, subgraph; conditional,
+        label, join, send, command): see ``docs/drawing.md``. Draw it with
+        ``draw_mermaid()``, ``draw_ascii()``, ``draw_dot()`` or ``draw_png()``.
+
+        Args:
+            config: accepted for LangGraph compatibility; the drawing does not use it.
+            xray: expand subgraph nodes into their own nodes (``child:inner``):
+                ``True`` at every depth, an int for that many levels.
+        """
+        return build_graph(self, xray)
+
+    async def aget_graph(
+        self, config: Mapping[str, Any] | None = None, *, xray: bool | int = False
+    ) -> DrawableGraph:
+        """Async twin of ``get_graph``."""
+        return build_graph(self, xray)
 
     # -- cache --------------------------------------------------------------------
 
