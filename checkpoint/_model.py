@@ -101,7 +101,9 @@ def empty_checkpoint(checkpoint_id: str, ts: str) -> Checkpoint:
 
 
 # Keys of configurable that address checkpoints; never copied into metadata.
-_ADDRESS_KEYS = frozenset(("thread_id", "checkpoint_id", "checkpoint_ns", "checkpoint_map"))
+_ADDRESS_KEYS = frozenset(
+    ("thread_id", "checkpoint_id", "checkpoint_ns", "checkpoint_map", "wait_for_thread")
+)
 
 
 def metadata_from_config(config: Mapping[str, Any]) -> dict[str, Any]:

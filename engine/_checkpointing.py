@@ -27,6 +27,7 @@ Durability modes:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 import time
@@ -197,6 +198,15 @@ class Persistence:
             return  # a subgraph runs inside its parent's lease
         self.lease = self.saver.acquire_thread(self.thread, wait=self.wait)
 
+    async def aacquire(self) -> None:
+        """``acquire`` for async runs: waiting for the thread never blocks the event loop."""
+        if self.ns:
+            return
+        if not self.wait:
+            self.acquire()  # no waiting: one quick attempt
+            return
+        self.lease = await asyncio.to_thread(self.saver.acquire_thread, self.thread, wait=self.wait)
+
     def restore(self) -> Core:
         """Load the thread's checkpoint and build the core from it."""
         base = {"configurable": {"thread_id": self.thread, "checkpoint_ns": self.ns}}
@@ -229,9 +239,10 @@ class Persistence:
                 self.null_writes += self.pending.pop(task_id)
             # A task that asked a question and later finished has answered it: its
             # interrupt is no longer pending, and its recorded answers are spent.
-            for task_id in self.pending:
-                self.interrupts.pop(task_id, None)
-                self.resumes.pop(task_id, None)
+            for task_id, writes in self.pending.items():
+                if any(ch != "__call__" for ch, _ in writes):  # finished, not just recorded
+                    self.interrupts.pop(task_id, None)
+                    self.resumes.pop(task_id, None)
             for ch in self.append_only:
                 if ch in saved.checkpoint["channel_values"]:
                     self._last_values[ch] = saved.checkpoint["channel_values"][ch]

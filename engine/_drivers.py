@@ -173,6 +173,8 @@ async def drive_async(
     sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
     running: set[asyncio.Task[None]] = set()
     try:
+        if loop.persistence is not None:
+            await loop.persistence.aacquire()  # may wait for the thread: not on the loop
         loop.start(input)
         for chunk in _flush(loop):
             yield chunk

@@ -33,6 +33,7 @@ from stepgraph.channels import EphemeralValue, LastValue
 
 from ._ids import _as_uuid
 from ._interrupt import GraphInterrupt, _Scratch
+from ._policy import stable_bytes
 from ._program import NodeSpec
 from ._runtime import TaskContext, current_task
 from ._task import PUSH, Task
@@ -231,9 +232,11 @@ def _signature(
     tf: TaskFunction[Any], run: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> list[Any]:
     """``[task name, argument hash, argument repr]``; the first two are compared."""
-    serde = getattr(getattr(run.persistence, "saver", None), "serde", None)
+    registry = getattr(
+        getattr(getattr(run.persistence, "saver", None), "serde", None), "registry", None
+    )
     try:
-        data = serde.dumps([list(args), kwargs], path="task arguments") if serde else None
+        data = stable_bytes([list(args), kwargs], registry, path="task arguments")
     except Exception:
         data = None
     if data is None:
@@ -263,15 +266,16 @@ def _call(
     child_id = _as_uuid(xxhash.xxh3_128_hexdigest(f"{parent.id}\x00call\x00{index}".encode()))
     signature = _signature(tf, run, args, kwargs)
     p = run.persistence
-    if p is not None:
+    saved = run.call_results.get(child_id)
+    if saved is None and p is not None:
         saved = p.pending.get(child_id)
-        if saved is not None:
-            recorded = next((v for ch, v in saved if ch == CALL), None)
-            if recorded is not None and list(recorded)[:2] != signature[:2]:
-                raise DeterminismError(index, recorded, signature, parent.name)
-            for ch, value in saved:
-                if ch == RETURN:
-                    return TaskFuture(_done_future(value), tf.name, ctx)
+    if saved is not None:  # a saved call: check it is the same call, return its result
+        recorded = next((v for ch, v in saved if ch == CALL), None)
+        if recorded is not None and list(recorded)[:2] != signature[:2]:
+            raise DeterminismError(index, recorded, signature, parent.name)
+        for ch, value in saved:
+            if ch == RETURN:
+                return TaskFuture(_done_future(value), tf.name, ctx)
     child = Task(
         core=parent.core,
         seq=parent.seq,
@@ -284,6 +288,9 @@ def _call(
         kind=PUSH,
     )
     child._id = child_id
+    if run._task_events:
+        start = {"id": child_id, "name": tf.name, "input": child.input, "triggers": child.triggers}
+        run.ts_sink((run.ns, "tasks", start))
     cached = _cache_slot(tf, run, args, kwargs)
     if cached is not None:
         found = cached[0].get([cached[1]])

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from stepgraph.checkpoint import BaseCheckpointSaver, CheckpointTuple
 from stepgraph.checkpoint._model import ERROR, INTERRUPT
 
-from ._checkpointing import NULL_TASK, SPECIAL_WRITES, restore_core
+from ._checkpointing import NULL_TASK, SPECIAL_WRITES, Persistence, restore_core
 from ._core import Core
 from ._runtime import TaskContext, _no_op_writer, current_task
 from ._task import PULL, Task
@@ -140,8 +140,9 @@ def snapshot(
             interrupts.setdefault(task_id, []).extend(found)
         elif channel not in SPECIAL_WRITES:
             writes.setdefault(task_id, []).append((channel, value))
-    for task_id in writes:  # a task that finished has answered its questions
-        interrupts.pop(task_id, None)
+    for task_id, found in writes.items():  # a task that finished answered its questions
+        if any(ch != "__call__" for ch, _ in found):
+            interrupts.pop(task_id, None)
     done = [t for t in tasks if t.id in writes] if apply_writes else []
     values = _values_with(graph, core, done, writes)
     thread = saved.config["configurable"]["thread_id"]
@@ -261,14 +262,19 @@ def update_state(
     values: Any,
     as_node: str | None = None,
 ) -> dict[str, Any]:
-    saver_of(graph)
+    saver = saver_of(graph)
     conf = dict(config.get("configurable") or {})
     ns = str(conf.get("checkpoint_ns") or "")
     target = graph_for_namespace(graph, ns)
     loop = target._loop(config, (), None, False, None, "sync")
+    if loop.persistence is None or loop.persistence.saver is not saver:
+        # A subgraph's state: it is saved by the root graph's checkpointer.
+        loop.persistence = Persistence(
+            saver, target.program, loop.config, namespace=ns, durability="sync", parents={}
+        )
     p = loop.persistence
-    assert p is not None
     p.ns = ns
+    p.wanted_id = conf.get("checkpoint_id")
     p.acquire()
     try:
         core = loop.core = p.restore()

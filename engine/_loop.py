@@ -92,6 +92,9 @@ class RunLoop:
         self._extra: list[tuple[str, Any]] = []  # a resume command's update/goto writes
         self._done = False
         self._call_pool: ThreadPoolExecutor | None = None
+        # task call id -> its writes, for calls finished in this run: a retried node
+        # gets them back instead of running its finished task calls again
+        self.call_results: dict[str, list[tuple[str, Any]]] = {}
         self._call_lock = threading.Lock()
         self._stream_keys = set(graph.program.stream_channels)
         # What "values" chunks and "updates" payloads show: the state keys when
@@ -156,7 +159,8 @@ class RunLoop:
                 )
             self.core.apply_input(self.graph._input_writes(input))
         else:
-            p.acquire()
+            if p.lease is None:
+                p.acquire()  # (the async driver took it already, without blocking)
             self.core = core = p.restore()
             # A Command continues a saved thread (as LangGraph has it): its update and
             # goto apply to the step that is waiting, and resume answers its questions.
@@ -174,6 +178,9 @@ class RunLoop:
                 if command and self.parent is None:
                     self._continue_with(input, core, p)
                 self._skip_before = True
+                if self._values and self.parent is None:
+                    # A continued run shows where it starts from, as LangGraph does.
+                    self.emit("values", self.graph._read(self.core, self.output_keys))
             else:
                 writes = self.graph._input_writes(input)
                 if p.ns and p.saved is not None:
@@ -253,6 +260,8 @@ class RunLoop:
             else:
                 writes.append((RETURN, result))
             p.save_call(child.id, writes)
+        if error is None and interrupted is None:
+            self.call_results[child.id] = [(CALL, signature), (RETURN, result)]
         if error is None and interrupted is None and self._updates:
             update: dict[str, Any] = {child.name: result}
             if child.cached:

@@ -24,13 +24,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import xxhash
 
-from stepgraph.checkpoint import SerializationError
+from stepgraph.checkpoint import SerializationError, Serializer
 
 from .errors import NodeTimeoutError
 
 if TYPE_CHECKING:
-    from stepgraph.checkpoint import Serializer
-
     from ._program import NodeSpec
 
 __all__ = ["CachePolicy", "RetryPolicy", "default_retry_on"]
@@ -283,6 +281,44 @@ class CachePolicy:
             )
 
 
+def _canonical(value: Any, dumps: Callable[[Any], bytes], depth: int = 0) -> Any:
+    """``value`` with sets in a fixed order and dicts sorted by key, for hashing.
+
+    Set order follows string hashing, which changes from process to process, and
+    dicts keep insertion order: two equal values must give the same bytes anywhere.
+    """
+    if depth > 32:
+        return value
+    kind = type(value)
+    if kind is dict:
+        items = [
+            (_canonical(k, dumps, depth + 1), _canonical(v, dumps, depth + 1))
+            for k, v in value.items()
+        ]
+        items.sort(key=lambda kv: dumps(kv[0]))
+        return ["__dict__", items]
+    if kind in (set, frozenset):
+        members = sorted((_canonical(v, dumps, depth + 1) for v in value), key=dumps)
+        return [f"__{kind.__name__}__", members]
+    if kind in (list, tuple):
+        return [kind.__name__, [_canonical(v, dumps, depth + 1) for v in value]]
+    return value
+
+
+def stable_bytes(value: Any, registry: Any = None, *, path: str = "input") -> bytes:
+    """Bytes of ``value`` that equal values share in every process (never encrypted)."""
+    serde = Serializer(registry) if registry is not None else Serializer()
+
+    def dumps(v: Any) -> bytes:
+        return serde.dumps(v, path=path)
+
+    try:
+        return dumps(_canonical(value, dumps))
+    except SerializationError:
+        dumps(value)  # the same error, with the path into the value as it was given
+        raise
+
+
 def cache_key(policy: CachePolicy, node: str, value: Any, serde: Serializer) -> str:
     """The key of a task's input: an xxh3-128 hex digest of ``key_func(value)``, or of
     the serialized input when the policy has no ``key_func``.
@@ -295,7 +331,7 @@ def cache_key(policy: CachePolicy, node: str, value: Any, serde: Serializer) -> 
     func = policy.key_func
     if func is None:
         try:
-            data = serde.dumps(value, path="input")
+            data = stable_bytes(value, serde.registry)
         except SerializationError as exc:
             raise SerializationError(
                 f"cannot compute the cache key of node {node!r}: {exc.problem}",

@@ -61,7 +61,12 @@ def main(argv: list[str] | None = None) -> None:
         [question] = paused["__interrupt__"]
         print(question.value["draft"])
         print()
-        answer = args.answer or input(f"{question.value['question']} ")
+        try:
+            answer = args.answer or input(f"{question.value['question']} ")
+        except EOFError:
+            raise SystemExit(
+                "no answer: the run is saved and waiting; run again with --answer yes|no|<notes>"
+            ) from None
         result = essay.invoke(Command(resume=answer), config)
     print(f"status: {result['status']}")
     if "essay" in result:

@@ -405,3 +405,93 @@ def test_task_retries_show_in_the_tasks_stream_and_cache_hits_in_updates(
     assert [(r["name"], r["attempt"], r["retry_in"]) for r in retries] == [("fetch", 1, 0.5)]
     again = list(workflow.stream(1, stream_mode="updates"))
     assert again[0] == {"fetch": 1, "__metadata__": {"cached": True}}
+
+
+# -- found in review: each test names the defect it guards against -------------------
+
+
+def test_a_task_that_asks_two_questions_gets_both_answers(driver: Any) -> None:
+    @task
+    def ask(prefix: str) -> tuple[Any, Any]:
+        return interrupt(prefix + "1"), interrupt(prefix + "2")
+
+    @entrypoint(checkpointer=InMemorySaver())
+    def workflow(_: int) -> Any:
+        return ask("q").result()
+
+    first = driver.invoke(workflow, 1, thread("two"))
+    assert [i.value for i in first["__interrupt__"]] == ["q1"]
+    second = driver.invoke(workflow, Command(resume="A"), thread("two"))
+    assert [i.value for i in second["__interrupt__"]] == ["q2"]
+    assert driver.invoke(workflow, Command(resume="B"), thread("two")) == ("A", "B")
+
+
+def test_an_encrypting_saver_does_not_break_the_determinism_check(tmp_path: Any) -> None:
+    pytest.importorskip("cryptography")
+    from stepgraph.checkpoint import AesGcmCipher, Serializer
+
+    saver = SqliteSaver(tmp_path / "sealed.db", serde=Serializer(cipher=AesGcmCipher(b"k" * 32)))
+
+    @task
+    def fetch(x: int) -> int:
+        return x
+
+    @entrypoint(checkpointer=saver)
+    def workflow(x: int) -> int:
+        got = fetch(x).result()
+        interrupt("ok?")
+        return got
+
+    workflow.invoke(2, thread("sealed"))
+    assert workflow.invoke(Command(resume=True), thread("sealed")) == 2
+
+
+def test_equal_arguments_hash_alike_whatever_their_order() -> None:
+    from stepgraph.engine._policy import stable_bytes
+
+    assert stable_bytes({"b", "a", "c"}) == stable_bytes({"c", "a", "b"})
+    assert stable_bytes({"x": 1, "y": {2, 3}}) == stable_bytes({"y": {3, 2}, "x": 1})
+    assert stable_bytes([1, (2,)]) != stable_bytes([1, [2]])  # tuples stay tuples
+
+
+def test_a_retried_node_gets_its_finished_task_calls_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stepgraph.engine import RetryPolicy, _policy
+
+    monkeypatch.setattr(_policy, "_sleep", lambda s: None)
+    calls: Counter[str] = Counter()
+
+    @task
+    def fetch(x: int) -> int:
+        calls["fetch"] += 1
+        return x
+
+    def node(state: SquaresState) -> dict[str, Any]:
+        calls["node"] += 1
+        got = fetch(3).result()
+        if calls["node"] == 1:
+            raise ConnectionError("after the task")
+        return {"out": [got]}
+
+    g = StateGraph(SquaresState)
+    g.add_node(node, retry_policy=RetryPolicy(jitter=False))
+    g.add_edge(START, "node")
+    graph = g.compile(checkpointer=InMemorySaver())
+    updates = list(graph.stream({"out": []}, thread("retry"), stream_mode="updates"))
+    assert calls == Counter(node=2, fetch=1)
+    assert updates.count({"fetch": 3}) == 1
+
+
+def test_task_calls_have_start_events_in_the_tasks_stream() -> None:
+    @task
+    def one(x: int) -> int:
+        return x
+
+    @entrypoint()
+    def workflow(x: int) -> int:
+        return one(x).result()
+
+    events = [p for p in workflow.stream(5, stream_mode="tasks") if p["name"] == "one"]
+    assert [("input" in e, "result" in e) for e in events] == [(True, False), (False, True)]
+    assert events[0]["id"] == events[1]["id"]

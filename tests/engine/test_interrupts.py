@@ -1063,3 +1063,52 @@ def test_an_answer_that_cannot_be_saved_leaves_the_thread_paused(driver: Any) ->
     assert pending(graph, thread()) == (q1,)
     driver.invoke(graph, Command(resume="A"), thread())
     assert driver.invoke(graph, Command(resume="B"), thread())["log"] == ["ask:A+B", "after"]
+
+
+def test_a_continued_run_streams_its_starting_state_first(driver: Any) -> None:
+    calls: Counter[str] = Counter()
+    graph = ask_then_after(InMemorySaver(), calls, "q")
+    driver.invoke(graph, {"log": []}, thread())
+    chunks = driver.stream(graph, Command(resume="y"), thread(), stream_mode="values")
+    assert chunks[0] == {"log": []}  # where the resumed run starts from
+    assert chunks[-1] == {"log": ["ask:y", "after"]}
+
+
+def test_update_state_of_a_subgraph_namespace(driver: Any) -> None:
+    sub = StateGraph(Log)
+    sub.add_node("s1", lambda s: {"log": ["s1"]})
+    sub.add_node("s2", lambda s: {"log": ["s2"]})
+    sub.add_edge(START, "s1")
+    sub.add_edge("s1", "s2")
+    parent = StateGraph(Log)
+    parent.add_node("child", sub.compile(interrupt_before=["s2"]))
+    parent.add_edge(START, "child")
+    graph = parent.compile(checkpointer=InMemorySaver())
+    driver.invoke(graph, {"log": []}, thread())
+    sub_config = graph.get_state(thread()).tasks[0].state
+    new = graph.update_state(sub_config, {"log": ["edited"]}, as_node="s1")
+    assert new["configurable"]["checkpoint_ns"] == sub_config["configurable"]["checkpoint_ns"]
+    assert graph.get_state(new).values == {"log": ["s1", "edited"]}
+
+
+def test_waiting_for_a_thread_does_not_block_the_event_loop() -> None:
+    import asyncio
+
+    async def slow(state: Log) -> dict[str, list[str]]:
+        await asyncio.sleep(0.2)
+        return {"log": ["slow"]}
+
+    g = StateGraph(Log)
+    g.add_node("slow", slow)
+    g.add_edge(START, "slow")
+    graph = g.compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "shared", "wait_for_thread": 5}}
+
+    async def both() -> list[Any]:
+        return await asyncio.gather(
+            graph.ainvoke({"log": ["a"]}, config), graph.ainvoke({"log": ["b"]}, config)
+        )
+
+    first, second = asyncio.run(both())
+    assert sorted([first["log"][-1], second["log"][-1]]) == ["slow", "slow"]
+    assert len(graph.get_state({"configurable": {"thread_id": "shared"}}).values["log"]) == 4
