@@ -220,6 +220,11 @@ def get_state(
     ns = str(conf.get("checkpoint_ns") or "")
     target = graph_for_namespace(graph, ns)
     saved = saver.get_tuple({"configurable": {**conf, "checkpoint_ns": ns}})
+    if saved is None and conf.get("checkpoint_id") is not None:
+        raise ValueError(
+            f"thread {conf['thread_id']!r} has no checkpoint {conf['checkpoint_id']!r} "
+            f"in namespace {ns!r}; list the thread's checkpoints with get_state_history()"
+        )
     if saved is None:
         return StateSnapshot(
             values={} if not isinstance(graph._stream_keys(), str) else None,
@@ -286,6 +291,11 @@ def update_state(
                 )
             p.replaying = True
             p.fork_for_replay(core)
+            return _config(p)
+        if as_node == "__input__":
+            # The values are new input, as if given to invoke(): an input checkpoint.
+            core.apply_input(target._input_writes(values))
+            p.barrier(core, "input")
             return _config(p)
         node_name = _as_node(target, core, saved, as_node)
         if node_name == END:

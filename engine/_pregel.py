@@ -444,7 +444,8 @@ class Pregel:
         edges decide what runs next. It is saved as a new checkpoint (source
         ``"update"``) whose parent is the checkpoint ``config`` names, or the latest:
         updating an old checkpoint forks the history and leaves the original branch
-        as it was. ``as_node="__copy__"`` copies the checkpoint as a fork;
+        as it was. ``as_node="__copy__"`` copies the checkpoint as a fork; ``as_node="__input__"``
+        takes the values as new input (an input checkpoint);
         ``as_node=END`` with ``values=None`` drops the pending tasks.
 
         Returns:

@@ -1066,3 +1066,21 @@ def test_a_value_that_cannot_be_saved_names_its_path_and_node() -> None:
     assert info.value.path == "writes.things[1]"
     assert "Opaque" in str(info.value)
     assert any("'put'" in note for note in info.value.__notes__)
+
+
+def test_update_state_as_input_makes_an_input_checkpoint(saver: BaseCheckpointSaver) -> None:
+    graph = sequence(saver, Counter())
+    graph.invoke({"x": ["0"]}, thread("inp"))
+    new = graph.update_state(thread("inp"), {"x": ["more"]}, as_node="__input__")
+    state = graph.get_state(new)
+    assert state.metadata["source"] == "input"
+    assert state.next == ("__start__",)
+    assert graph.invoke(None, thread("inp"))["x"] == ["0", "a", "b", "more", "a", "b"]
+
+
+def test_get_state_of_an_unknown_checkpoint_id_is_an_error(saver: BaseCheckpointSaver) -> None:
+    graph = sequence(saver, Counter())
+    graph.invoke({"x": []}, thread("ids"))
+    missing = {"configurable": {"thread_id": "ids", "checkpoint_id": "no-such-checkpoint"}}
+    with pytest.raises(ValueError, match="no checkpoint 'no-such-checkpoint'"):
+        graph.get_state(missing)
