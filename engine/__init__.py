@@ -11,6 +11,7 @@ from stepgraph.channels import Overwrite
 from ._drawing import DrawableGraph
 from ._func import DeterminismError, TaskFuture, entrypoint, task
 from ._history import PregelTask, StateSnapshot
+from ._instrument import Instrument, RunInfo, install, uninstall
 from ._interrupt import GraphInterrupt, Interrupt, interrupt
 from ._managed import IsLastStep, RemainingSteps
 from ._node_builder import NodeBuilder
@@ -19,6 +20,7 @@ from ._pregel import Pregel
 from ._runtime import Runtime, StreamWriter, get_config, get_runtime, get_stream_writer
 from ._state import StateGraph
 from ._state_compile import CompiledStateGraph
+from ._stepping import StepResult, StepTask
 from ._types import END, START, Command, Send
 from .errors import (
     EmptyChannelError,
@@ -26,6 +28,7 @@ from .errors import (
     GraphBuildError,
     GraphRecursionError,
     GraphRunError,
+    GraphWarning,
     InvalidInputError,
     InvalidNodeReturnError,
     InvalidUpdateError,
@@ -55,7 +58,13 @@ __all__ = [
     "Pregel",
     "NodeBuilder",
     "StateSnapshot",
+    "Instrument",
+    "RunInfo",
+    "install",
+    "uninstall",
     "PregelTask",
+    "StepResult",
+    "StepTask",
     "Runtime",
     "StreamWriter",
     "get_config",
@@ -68,6 +77,7 @@ __all__ = [
     "GraphInterrupt",
     "DeterminismError",
     "GraphRunError",
+    "GraphWarning",
     "GraphRecursionError",
     "EmptyInputError",
     "InvalidInputError",

@@ -39,7 +39,7 @@ def _close(loop: RunLoop) -> None:
     # last writes is attached to that error instead of replacing it.
     failing = sys.exc_info()[1]
     try:
-        loop.close()
+        loop.close(failing)
     except Exception as exc:
         if failing is None:
             raise

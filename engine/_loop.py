@@ -21,6 +21,7 @@ from stepgraph.checkpoint._model import ERROR, INTERRUPT, RESUME
 
 from ._checkpointing import Durability, Persistence, check_durability
 from ._core import Core
+from ._instrument import Instrument, RunInfo, call, for_run
 from ._interrupt import GraphInterrupt, Interrupt, Resume
 from ._runtime import StreamWriter, _no_op_writer
 from ._task import Task
@@ -52,6 +53,7 @@ class RunLoop:
         durability: Durability | None = None,
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
+        instruments: Sequence[Instrument] | None = None,
     ) -> None:
         self.graph = graph
         self.config = config
@@ -91,6 +93,12 @@ class RunLoop:
         self._skip_before = False  # a resumed run does not stop at the same breakpoint
         self._extra: list[tuple[str, Any]] = []  # a resume command's update/goto writes
         self._done = False
+        # Instruments watching this run (a subgraph run reports to its parent's): an
+        # empty tuple when none is installed, so every hook site costs one test.
+        self._inst: tuple[Instrument, ...] = (
+            parent.run._inst if parent is not None and not instruments else for_run(instruments)
+        )
+        self._info: RunInfo | None = None
         self._call_pool: ThreadPoolExecutor | None = None
         # task call id -> its writes, for calls finished in this run: a retried node
         # gets them back instead of running its finished task calls again
@@ -142,6 +150,8 @@ class RunLoop:
 
     def start(self, input: Any) -> None:
         """Load the thread (with a checkpointer), then apply the input as a barrier."""
+        if self._inst:
+            call(self._inst, "run_start", self.info)
         p = self.persistence
         command = isinstance(input, Command)
         resuming = command and input.resume is not None
@@ -191,8 +201,28 @@ class RunLoop:
                 p.barrier(core, "input")
                 if self._checkpoint_events:
                     self._emit_checkpoint(p)
+                if self._inst and p.parent_config is not None:
+                    meta = p.last_saved[1] if p.last_saved else None
+                    call(self._inst, "checkpoint", self.info, p.parent_config, meta)
         self._first_step = self.core.step + 1
         self.core.stop = self._first_step + self.limit
+
+    @property
+    def info(self) -> RunInfo:
+        """What instruments are told about this run (made on first use)."""
+        if self._info is None:
+            conf = self.config.get("configurable") or {}
+            p = self.persistence
+            parent = self.parent.run.info if self.parent is not None else None
+            thread = conf.get("thread_id")
+            self._info = RunInfo(
+                graph=self.graph.name,
+                namespace="|".join(self.ns),
+                thread_id=None if thread is None else str(thread),
+                run_id=p.run_id if p is not None else None,
+                parent=parent,
+            )
+        return self._info
 
     def _continue_with(self, cmd: Command[Any], core: Core, p: Persistence) -> None:
         """Apply a Command given to a saved thread: answers, update, goto."""
@@ -215,13 +245,17 @@ class RunLoop:
         p = self.persistence
         return bool(p and p.ns and p.saved is not None and core.plan())
 
-    def close(self) -> None:
+    def close(self, error: BaseException | None = None) -> None:
         """End the run: store held-back or in-flight writes, release the thread."""
         pool, self._call_pool = self._call_pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-        if self.persistence is not None:
-            self.persistence.close()
+        try:
+            if self.persistence is not None:
+                self.persistence.close()
+        finally:
+            if self._inst:
+                call(self._inst, "run_end", self.info, error)
 
     # -- task calls (the functional API) -----------------------------------------
 
@@ -321,6 +355,16 @@ class RunLoop:
             self.tasks = []
             self._pause([])  # a breakpoint: stop before the step, nothing of it runs
             return []
+        if self._inst or self._task_events:
+            self._announce(tasks, step)
+        return tasks
+
+    def _announce(self, tasks: list[Task], step: int) -> None:
+        # Tell instruments and the tasks/debug streams what this superstep runs.
+        if self._inst:
+            call(self._inst, "step_start", self.info, step, tasks)
+            for t in tasks:
+                call(self._inst, "task_start", self.info, t)
         if self._task_events:
             for t in tasks:
                 if not t.node.hidden:
@@ -332,10 +376,11 @@ class RunLoop:
                     }
                     self.emit("tasks", payload)
                     self._emit_debug("task", payload, step)
-        return tasks
 
     def task_done(self, task: Task, error: BaseException | None) -> None:
         """Record a finished task, save its writes, and stream its result."""
+        if self._inst:
+            call(self._inst, "task_end", self.info, task, error)
         if self.persistence is not None:
             self.persistence.task_done(task, error)
         interrupts: list[Interrupt] = []
@@ -376,7 +421,12 @@ class RunLoop:
                 p.flush_step()
             paused = [e for _, e in self.errors if isinstance(e, GraphInterrupt)]
             if len(paused) < len(self.errors):
+                if self._inst:
+                    failed = next(e for _, e in self.errors if not isinstance(e, GraphInterrupt))
+                    call(self._inst, "step_end", self.info, self.core.step + 1, failed)
                 self._raise_errors()  # real failures win; the interrupts are saved
+            if self._inst:
+                call(self._inst, "step_end", self.info, self.core.step + 1, None)
             self._pause([i for e in paused for i in e.interrupts])
             return
         extra, self._extra = self._extra, []
@@ -391,6 +441,11 @@ class RunLoop:
             p.barrier(self.core)
             if self._checkpoint_events:
                 self._emit_checkpoint(p)
+            if self._inst and p.parent_config is not None:
+                meta = p.last_saved[1] if p.last_saved else None
+                call(self._inst, "checkpoint", self.info, p.parent_config, meta)
+        if self._inst:
+            call(self._inst, "step_end", self.info, self.core.step, None)
         if self._values and not updated.isdisjoint(self._output_set):
             self.emit("values", self.graph._read(self.core, self.output_keys))
         if self._after and any(self._matches(self._after, t) for t in self.tasks):
@@ -400,6 +455,8 @@ class RunLoop:
         """End the run here, resumable: on interrupts, or at a breakpoint."""
         self.interrupted = interrupts
         self._done = True
+        if self._inst and self.parent is None:
+            call(self._inst, "interrupt", self.info, interrupts)
         if self.parent is not None:
             # A subgraph pauses its parent: the parent task stops with the same
             # interrupts, and resuming it resumes this run from its checkpoint.

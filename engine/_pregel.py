@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -15,11 +15,13 @@ from ._core import Core
 from ._drawing import DrawableGraph, build_graph
 from ._drivers import drive_async, drive_sync
 from ._history import StateSnapshot
+from ._instrument import Instrument
 from ._loop import Chunk, RunLoop
 from ._node_builder import NodeBuilder
 from ._policy import NodePolicies, RetryPolicy, cache_namespace, policy_problems
 from ._program import NodeSpec, Program
 from ._runtime import current_task
+from ._stepping import StepResult, aiter_steps, iter_steps
 from ._types import STREAM_MODES, TASKS, Command
 from .errors import EmptyInputError, InvalidInputError
 
@@ -209,6 +211,7 @@ class Pregel:
         durability: Durability | None = None,
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
+        instruments: Sequence[Instrument] | None = None,
     ) -> RunLoop:
         parent = current_task.get()
         conf = normalize_config(config)
@@ -238,6 +241,7 @@ class Pregel:
             durability=durability,
             interrupt_before=interrupt_before,
             interrupt_after=interrupt_after,
+            instruments=instruments,
         )
 
     def _coerce_context(self, context: Any) -> Any:
@@ -260,6 +264,7 @@ class Pregel:
         durability: Durability | None = None,
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
+        instruments: Sequence[Instrument] | None = None,
     ) -> Iterator[Any]:
         """Run the graph, yielding stream chunks as supersteps progress.
 
@@ -282,6 +287,8 @@ class Pregel:
                 once, stored in the background) or ``"exit"`` (only when the run ends).
             interrupt_before / interrupt_after: breakpoints for this run (node names
                 or ``"*"``), added to those given to ``compile()``.
+            instruments: `Instrument` objects watching this run, besides those
+                installed with ``stepgraph.engine.install()``.
         """
         single, modes = _modes(stream_mode or self.default_stream_mode)
         loop = self._loop(
@@ -293,6 +300,7 @@ class Pregel:
             durability,
             interrupt_before,
             interrupt_after,
+            instruments,
         )
         mc = loop.config.get("max_concurrency")
         for chunk in drive_sync(loop, input, executor, mc):
@@ -309,6 +317,7 @@ class Pregel:
         durability: Durability | None = None,
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
+        instruments: Sequence[Instrument] | None = None,
     ) -> AsyncIterator[Any]:
         """Async twin of ``stream``: tasks run as asyncio tasks, sync nodes in threads."""
         single, modes = _modes(stream_mode or self.default_stream_mode)
@@ -321,6 +330,7 @@ class Pregel:
             durability,
             interrupt_before,
             interrupt_after,
+            instruments,
         )
         async for chunk in drive_async(loop, input, loop.config.get("max_concurrency")):
             yield _shape(chunk, single, subgraphs)
@@ -336,6 +346,7 @@ class Pregel:
         durability: Durability | None = None,
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
+        instruments: Sequence[Instrument] | None = None,
     ) -> Any:
         """Run the graph to the end (or to an interrupt) and return its output.
 
@@ -344,7 +355,7 @@ class Pregel:
         questions under ``"__interrupt__"``. With another mode, the list of that
         mode's chunks. See ``stream`` for the arguments.
         """
-        breaks = (interrupt_before, interrupt_after)
+        breaks = (interrupt_before, interrupt_after, instruments)
         if stream_mode != "values":
             single, modes = _modes(stream_mode)
             loop = self._loop(config, modes, context, False, None, durability, *breaks)
@@ -365,9 +376,10 @@ class Pregel:
         durability: Durability | None = None,
         interrupt_before: Sequence[str] | str | None = None,
         interrupt_after: Sequence[str] | str | None = None,
+        instruments: Sequence[Instrument] | None = None,
     ) -> Any:
         """Async twin of ``invoke``."""
-        breaks = (interrupt_before, interrupt_after)
+        breaks = (interrupt_before, interrupt_after, instruments)
         if stream_mode != "values":
             single, modes = _modes(stream_mode)
             loop = self._loop(config, modes, context, False, None, durability, *breaks)
@@ -377,6 +389,70 @@ class Pregel:
         async for _ in drive_async(loop, input, loop.config.get("max_concurrency")):
             pass
         return _with_interrupts(loop)
+
+    # -- stepping -----------------------------------------------------------------
+
+    def iter(
+        self,
+        input: Any,
+        config: Mapping[str, Any] | None = None,
+        *,
+        context: Any = None,
+        executor: Executor | None = None,
+        durability: Durability | None = None,
+        interrupt_before: Sequence[str] | str | None = None,
+        interrupt_after: Sequence[str] | str | None = None,
+        instruments: Sequence[Instrument] | None = None,
+    ) -> Generator[StepResult, None, None]:
+        """Run the graph one superstep at a time, yielding a ``StepResult`` after each.
+
+        The arguments are ``stream``'s. No task runs between two results: stop
+        iterating (``break``, or ``close()`` the generator) to leave the run at a
+        resumable checkpoint, change it with ``update_state``, and continue with
+        ``iter(None, config)``. A step whose tasks failed is yielded (the errors on
+        its tasks) and then its error is raised. A run that pauses on an interrupt
+        or a breakpoint ends with the step that paused. See ``docs/stepping.md``.
+        """
+        loop = self._loop(
+            config,
+            (),
+            context,
+            False,
+            output_keys=self._stream_keys(),
+            durability=durability,
+            interrupt_before=interrupt_before,
+            interrupt_after=interrupt_after,
+            instruments=instruments,
+        )
+        return iter_steps(loop, input, executor, loop.config.get("max_concurrency"))
+
+    def aiter(
+        self,
+        input: Any,
+        config: Mapping[str, Any] | None = None,
+        *,
+        context: Any = None,
+        durability: Durability | None = None,
+        interrupt_before: Sequence[str] | str | None = None,
+        interrupt_after: Sequence[str] | str | None = None,
+        instruments: Sequence[Instrument] | None = None,
+    ) -> AsyncGenerator[StepResult, None]:
+        """Async twin of ``iter``. To stop early and continue later, close the
+        generator before the next run of the thread: ``async with
+        contextlib.aclosing(graph.aiter(...)) as steps:`` (an abandoned async
+        generator is closed only when the event loop gets to it)."""
+        loop = self._loop(
+            config,
+            (),
+            context,
+            False,
+            output_keys=self._stream_keys(),
+            durability=durability,
+            interrupt_before=interrupt_before,
+            interrupt_after=interrupt_after,
+            instruments=instruments,
+        )
+        return aiter_steps(loop, input, loop.config.get("max_concurrency"))
 
     # -- saved state --------------------------------------------------------------
 

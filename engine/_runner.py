@@ -244,6 +244,10 @@ def _retry_delay(
 
 def _report_retry(task: Task, run: RunLoop, error: Exception, attempt: int, delay: float) -> None:
     """Stream a failed attempt that will be retried (``tasks`` and ``debug`` modes)."""
+    if run._inst:
+        from ._instrument import call
+
+        call(run._inst, "task_retry", run.info, task, error, attempt, delay)
     modes = run.modes
     if task.node.hidden or ("tasks" not in modes and "debug" not in modes):
         return

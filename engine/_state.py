@@ -36,6 +36,7 @@ class NodeDef:
     cache_policy: Any = None
     destinations: tuple[str, ...] | None = None
     timeout: float | None = None
+    writes: tuple[str, ...] | None = None
 
 
 class StateGraph:
@@ -109,6 +110,7 @@ class StateGraph:
         cache_policy: CachePolicy | None = None,
         destinations: dict[str, str] | Sequence[str] | None = None,
         timeout: float | None = None,
+        writes: Sequence[str] | None = None,
     ) -> StateGraph:
         """Add a node: ``add_node(fn)`` (named after the function) or ``add_node(name, fn)``.
 
@@ -130,6 +132,8 @@ class StateGraph:
             timeout: seconds one attempt of an async node (or subgraph) may run
                 before it is cancelled with ``NodeTimeoutError``; the async driver
                 enforces it. Sync function nodes cannot have one.
+            writes: the state keys the node writes, for ``compile()``'s static
+                analysis (default: from a TypedDict return annotation, else unknown).
         """
         if action is None:
             action = node
@@ -154,6 +158,10 @@ class StateGraph:
             input_schema = _first_param_schema(action)
         if input_schema is not None:
             self._add_schema(input_schema)
+        written: tuple[str, ...] | None = None
+        if writes is not None:
+            written = (writes,) if isinstance(writes, str) else tuple(writes)
+            self._check_writes(name, written)
         if destinations is None:
             found = literal_destinations(action) if callable(action) else None
             dests = tuple(found) if found else None
@@ -169,8 +177,18 @@ class StateGraph:
             cache_policy=cache_policy,
             destinations=dests,
             timeout=timeout,
+            writes=written,
         )
         return self
+
+    def _check_writes(self, name: str, writes: tuple[str, ...]) -> None:
+        known = {k for schema in self.schemas.values() for k in schema.keys}
+        unknown = [k for k in writes if k not in known]
+        if unknown:
+            self.problems.append(
+                f"add_node({name!r}, writes=...) names {unknown!r}, which are not state keys "
+                f"(state keys: {sorted(known)!r})"
+            )
 
     def _check_name(self, name: str) -> None:
         if name in (START, END):
@@ -279,6 +297,7 @@ class StateGraph:
         interrupt_after: Sequence[str] | str | None = None,
         debug: bool = False,
         name: str | None = None,
+        strict: bool = False,
     ) -> CompiledStateGraph:
         """Validate the graph and return a runnable ``CompiledStateGraph``.
 
@@ -291,6 +310,10 @@ class StateGraph:
                 has none of its own.
             interrupt_before / interrupt_after: nodes to pause before or after.
             name: the graph's name.
+            strict: report the static analysis' findings (nodes that cannot reach
+                END, keys written concurrently without a reducer, keys written and
+                never read) as problems of the ``GraphBuildError`` instead of as
+                ``GraphWarning`` warnings.
 
         Raises:
             GraphBuildError: listing every problem found, not just the first.
@@ -305,6 +328,7 @@ class StateGraph:
             name=name or "LangGraph",
             cache=cache,
             retry_policy=retry_policy,
+            strict=strict,
         )
         self.compiled = True
         return compiled

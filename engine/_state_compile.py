@@ -30,6 +30,7 @@ from stepgraph.channels import (
 )
 from stepgraph.checkpoint import BaseCache, BaseCheckpointSaver
 
+from ._analysis import analyze, report
 from ._policy import NodePolicies, RetryPolicy, policy_problems
 from ._pregel import Pregel
 from ._program import NodeSpec, Program, Writer
@@ -130,6 +131,7 @@ def compile_state_graph(
     name: str,
     cache: BaseCache | None = None,
     retry_policy: RetryPolicy | Sequence[RetryPolicy] | None = None,
+    strict: bool = False,
 ) -> CompiledStateGraph:
     saver = _check_checkpointer(checkpointer)
     channels, managed, problems = merge_channels(builder.schemas)
@@ -156,6 +158,12 @@ def compile_state_graph(
         cache,
     )
     problems += _validate(builder, channels)
+    if not problems:  # static analysis of a valid graph: warnings, or problems if strict
+        findings = analyze(builder, channels)
+        if strict:
+            problems += [f.message for f in findings]
+        else:
+            report(findings, graph=f"graph {name!r}")
     if problems:
         raise GraphBuildError(problems, graph=f"graph {name!r}")
     program = _lower(builder, channels, managed)

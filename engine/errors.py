@@ -17,6 +17,7 @@ handing a ``Command`` to its parent) subclass ``BaseException`` so that a node's
     EmptyChannelError                    (stepgraph.channels) a channel was read while empty
     GraphBubbleUp(BaseException)         control signals, never reach the caller
       ParentCommand                      a subgraph node returned Command(graph=Command.PARENT)
+    GraphWarning(UserWarning)            compile()'s static analysis found a likely mistake
 
 Errors raised by a node's own code reach the caller unchanged, with a note
 (PEP 678) naming the node, the step and the task id. When several tasks of one
@@ -45,6 +46,7 @@ __all__ = [
     "EmptyChannelError",
     "GraphBubbleUp",
     "ParentCommand",
+    "GraphWarning",
 ]
 
 
@@ -73,6 +75,49 @@ class GraphBuildError(ValueError):
 
 def _rebuild_build_error(problems: Sequence[str], graph: str) -> GraphBuildError:
     return GraphBuildError(problems, graph=graph)
+
+
+class GraphWarning(UserWarning):
+    """``compile()``'s static analysis found a likely mistake in the graph.
+
+    ``compile(strict=True)`` reports the same findings as problems of the
+    ``GraphBuildError`` instead. Silence one kind with
+    ``warnings.filterwarnings("ignore", category=GraphWarning)``.
+
+    Attributes:
+        kind: ``"no_path_to_end"``, ``"concurrent_write"`` or ``"unread_channel"``.
+        nodes: the nodes the finding is about.
+        keys: the state keys it is about (empty for ``"no_path_to_end"``).
+        graph: the graph's description, e.g. ``"graph 'LangGraph'"``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        nodes: Sequence[str] = (),
+        keys: Sequence[str] = (),
+        graph: str = "graph",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.nodes: tuple[str, ...] = tuple(nodes)
+        self.keys: tuple[str, ...] = tuple(keys)
+        self.graph = graph
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_warning, (self.message, self.kind, self.nodes, self.keys, self.graph))
+
+
+def _rebuild_warning(
+    message: str, kind: str, nodes: Sequence[str], keys: Sequence[str], graph: str
+) -> GraphWarning:
+    return GraphWarning(message, kind=kind, nodes=nodes, keys=keys, graph=graph)
 
 
 class GraphRunError(RuntimeError):

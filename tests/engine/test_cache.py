@@ -30,6 +30,7 @@ from stepgraph.engine import (
     Send,
     StateGraph,
 )
+from stepgraph.engine.testing import FakeClock
 
 
 class S(TypedDict):
@@ -81,14 +82,14 @@ def test_different_inputs_miss(driver: Any) -> None:
 
 
 def test_entries_expire_after_their_ttl(driver: Any) -> None:
-    now = [1000.0]
+    clock = FakeClock(start=1000.0)
     node = Counter()
-    g = graph(node, InMemoryCache(clock=lambda: now[0]), CachePolicy(ttl=10))
+    g = graph(node, InMemoryCache(clock=clock), CachePolicy(ttl=10))
     driver.invoke(g, {"n": 1, "items": []})
-    now[0] += 9.9
+    clock.advance(9.9)
     driver.invoke(g, {"n": 1, "items": []})
     assert node.calls == 1
-    now[0] += 0.2
+    clock.advance(0.2)
     driver.invoke(g, {"n": 1, "items": []})
     assert node.calls == 2
 

@@ -7,6 +7,7 @@ import operator
 import sys
 import threading
 import types
+from collections.abc import Iterator
 from typing import Annotated, Any, TypedDict
 
 import pytest
@@ -20,11 +21,11 @@ from stepgraph.engine import (
     RetryPolicy,
     Send,
     StateGraph,
-    _policy,
     default_retry_on,
     interrupt,
 )
 from stepgraph.engine.errors import GraphBubbleUp
+from stepgraph.engine.testing import FakeClock
 
 
 class S(TypedDict):
@@ -32,16 +33,16 @@ class S(TypedDict):
 
 
 @pytest.fixture(autouse=True)
-def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Every backoff wait, recorded instead of waited for (both drivers)."""
-    waits: list[float] = []
+def clock() -> Iterator[FakeClock]:
+    """Backoff sleeps on a fake clock: recorded, never waited for (both drivers)."""
+    with FakeClock().install() as fake:
+        yield fake
 
-    async def asleep(seconds: float) -> None:
-        waits.append(seconds)
 
-    monkeypatch.setattr(_policy, "_sleep", waits.append)
-    monkeypatch.setattr(_policy, "_asleep", asleep)
-    return waits
+@pytest.fixture
+def slept(clock: FakeClock) -> list[float]:
+    """Every backoff wait, in order."""
+    return clock.sleeps
 
 
 class Flaky:
@@ -99,14 +100,12 @@ def test_backoff_grows_by_the_factor_up_to_the_cap(driver: Any, slept: list[floa
     assert node.calls == 5
 
 
-def test_jitter_adds_the_random_draw_to_each_wait(
-    driver: Any, slept: list[float], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_policy, "_random", lambda: 0.25)
+def test_jitter_adds_the_random_draw_to_each_wait(driver: Any) -> None:
     policy = RetryPolicy(initial_interval=0.5, max_attempts=3)
     node = Flaky(ConnectionError(), ConnectionError())
-    driver.invoke(one_node(node, retry_policy=policy), {"items": []})
-    assert slept == [0.75, 1.25]
+    with FakeClock().install(jitter=0.25) as clock:
+        driver.invoke(one_node(node, retry_policy=policy), {"items": []})
+    assert clock.sleeps == [0.75, 1.25]
 
 
 def test_jitter_stays_within_one_second() -> None:

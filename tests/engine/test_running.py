@@ -15,6 +15,7 @@ from stepgraph.engine import (
     START,
     EmptyInputError,
     GraphRecursionError,
+    GraphWarning,
     Send,
     StateGraph,
     get_config,
@@ -206,8 +207,10 @@ def test_recursion_limit_stops_before_the_extra_step(driver: Any) -> None:
     g.add_node("loop", loop)
     g.add_edge(START, "loop")
     g.add_edge("loop", "loop")
+    with pytest.warns(GraphWarning, match="'loop' cannot reach END"):
+        compiled = g.compile()  # the loop has no exit on purpose
     with pytest.raises(GraphRecursionError) as info:
-        driver.invoke(g.compile(), {"log": []}, {"recursion_limit": 5})
+        driver.invoke(compiled, {"log": []}, {"recursion_limit": 5})
     err = info.value
     # START is superstep 0, so 5 supersteps ran "loop" 4 times; the 6th never started.
     assert len(calls) == 4
