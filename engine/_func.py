@@ -288,9 +288,10 @@ def _call(
         kind=PUSH,
     )
     child._id = child_id
-    if run._task_events:
-        start = {"id": child_id, "name": tf.name, "input": child.input, "triggers": child.triggers}
-        run.ts_sink((run.ns, "tasks", start))
+    if run._inst:
+        from ._instrument import call
+
+        call(run._inst, "task_start", run.info, child)
     cached = _cache_slot(tf, run, args, kwargs)
     if cached is not None:
         found = cached[0].get([cached[1]])

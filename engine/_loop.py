@@ -13,7 +13,6 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from stepgraph.checkpoint import BaseCheckpointSaver
@@ -24,6 +23,7 @@ from ._core import Core
 from ._instrument import Instrument, RunInfo, call, for_run
 from ._interrupt import GraphInterrupt, Interrupt, Resume
 from ._runtime import StreamWriter, _no_op_writer
+from ._streams import with_stream_events
 from ._task import Task
 from ._types import Command
 from .errors import EmptyInputError, GraphBubbleUp, GraphRecursionError, InvalidInputError
@@ -74,10 +74,8 @@ class RunLoop:
         self.modes: frozenset[str] = modes
         self.subgraphs: bool = subgraphs
         # Checked for every task: decided once.
-        self._task_events = "tasks" in modes or "debug" in modes
         self._updates = "updates" in modes
         self._values = "values" in modes
-        self._checkpoint_events = "checkpoints" in modes or "debug" in modes
         self.out: deque[Chunk] = deque()
         self.ts_sink: Callable[[Chunk], None] = self.on_chunk  # the driver replaces it
         self.tasks: list[Task] = []
@@ -93,12 +91,15 @@ class RunLoop:
         self._skip_before = False  # a resumed run does not stop at the same breakpoint
         self._extra: list[tuple[str, Any]] = []  # a resume command's update/goto writes
         self._done = False
+        self.home = threading.get_ident()
         # Instruments watching this run (a subgraph run reports to its parent's): an
         # empty tuple when none is installed, so every hook site costs one test.
         self._inst: tuple[Instrument, ...] = (
             parent.run._inst if parent is not None and not instruments else for_run(instruments)
         )
         self._info: RunInfo | None = None
+        # The tasks/debug/checkpoints stream modes are an instrument of this run's own.
+        self._inst = with_stream_events(self, self._inst)
         self._call_pool: ThreadPoolExecutor | None = None
         # task call id -> its writes, for calls finished in this run: a retried node
         # gets them back instead of running its finished task calls again
@@ -120,20 +121,16 @@ class RunLoop:
         else:
             self.out.append(chunk)
 
+    def send(self, chunk: Chunk) -> None:
+        """Deliver a chunk from any thread (the driver's own delivers it at once)."""
+        if threading.get_ident() == self.home:
+            self.on_chunk(chunk)
+        else:
+            self.ts_sink(chunk)
+
     def emit(self, mode: str, payload: Any) -> None:
         if mode in self.modes:
             self.on_chunk((self.ns, mode, payload))
-
-    def _emit_debug(self, kind: str, payload: Any, step: int) -> None:
-        if "debug" in self.modes:
-            stamp = datetime.now(UTC).isoformat()
-            self.on_chunk(
-                (
-                    self.ns,
-                    "debug",
-                    {"step": step, "timestamp": stamp, "type": kind, "payload": payload},
-                )
-            )
 
     def writer_for(self, task: Task) -> StreamWriter:
         """The ``custom`` stream writer handed to a task (a no-op if not streamed)."""
@@ -150,6 +147,7 @@ class RunLoop:
 
     def start(self, input: Any) -> None:
         """Load the thread (with a checkpointer), then apply the input as a barrier."""
+        self.home = threading.get_ident()  # the thread that drives the run
         if self._inst:
             call(self._inst, "run_start", self.info)
         p = self.persistence
@@ -199,8 +197,6 @@ class RunLoop:
                     self.core = core = _fresh_after(core)
                 core.apply_input(writes)
                 p.barrier(core, "input")
-                if self._checkpoint_events:
-                    self._emit_checkpoint(p)
                 if self._inst and p.parent_config is not None:
                     meta = p.last_saved[1] if p.last_saved else None
                     call(self._inst, "checkpoint", self.info, p.parent_config, meta)
@@ -301,15 +297,10 @@ class RunLoop:
             if child.cached:
                 update["__metadata__"] = {"cached": True}
             self.ts_sink((self.ns, "updates", update))
-        if self._task_events:
-            payload: dict[str, Any] = {
-                "id": child.id,
-                "name": child.name,
-                "error": error,
-                "result": {RETURN: result} if error is None and interrupted is None else {},
-                "interrupts": list(interrupted.interrupts) if interrupted else [],
-            }
-            self.ts_sink((self.ns, "tasks", payload))
+        if self._inst:
+            if error is None and interrupted is None:
+                child.writes = [(RETURN, result)]
+            call(self._inst, "task_end", self.info, child, interrupted or error)
 
     def tick(self) -> list[Task]:
         """Plan the next superstep; an empty list means the run is over.
@@ -355,32 +346,21 @@ class RunLoop:
             self.tasks = []
             self._pause([])  # a breakpoint: stop before the step, nothing of it runs
             return []
-        if self._inst or self._task_events:
-            self._announce(tasks, step)
-        return tasks
-
-    def _announce(self, tasks: list[Task], step: int) -> None:
-        # Tell instruments and the tasks/debug streams what this superstep runs.
-        if self._inst:
+        if self._inst:  # instruments, and the tasks/debug streams, hear of the step
             call(self._inst, "step_start", self.info, step, tasks)
             for t in tasks:
                 call(self._inst, "task_start", self.info, t)
-        if self._task_events:
-            for t in tasks:
-                if not t.node.hidden:
-                    payload: dict[str, Any] = {
-                        "id": t.id,
-                        "name": t.name,
-                        "input": t.input,
-                        "triggers": t.triggers,
-                    }
-                    self.emit("tasks", payload)
-                    self._emit_debug("task", payload, step)
+        return tasks
 
     def task_done(self, task: Task, error: BaseException | None) -> None:
         """Record a finished task, save its writes, and stream its result."""
-        if self._inst:
-            call(self._inst, "task_end", self.info, task, error)
+        try:
+            self._task_done(task, error)
+        finally:
+            if self._inst:
+                call(self._inst, "task_end", self.info, task, error)
+
+    def _task_done(self, task: Task, error: BaseException | None) -> None:
         if self.persistence is not None:
             self.persistence.task_done(task, error)
         interrupts: list[Interrupt] = []
@@ -402,16 +382,6 @@ class RunLoop:
             if task.cached:  # the node did not run: its writes came from the cache
                 update["__metadata__"] = {"cached": True}
             self.emit("updates", update)
-        if self._task_events:
-            payload: dict[str, Any] = {
-                "id": task.id,
-                "name": task.name,
-                "error": error,
-                "result": self._task_result(task) if error is None and not interrupts else {},
-                "interrupts": interrupts,
-            }
-            self.emit("tasks", payload)
-            self._emit_debug("task_result", payload, task.step)
 
     def after_tick(self) -> None:
         """The barrier: raise the step's errors, or commit its writes."""
@@ -439,8 +409,6 @@ class RunLoop:
                 p.flush_step()  # the finished tasks' writes survive a rejected barrier
                 raise
             p.barrier(self.core)
-            if self._checkpoint_events:
-                self._emit_checkpoint(p)
             if self._inst and p.parent_config is not None:
                 meta = p.last_saved[1] if p.last_saved else None
                 call(self._inst, "checkpoint", self.info, p.parent_config, meta)
@@ -465,23 +433,6 @@ class RunLoop:
             self.on_chunk((self.ns, "updates", {"__interrupt__": tuple(interrupts)}))
         if self._values and interrupts:
             self.on_chunk((self.ns, "values", {"__interrupt__": tuple(interrupts)}))
-
-    def _emit_checkpoint(self, p: Persistence) -> None:
-        # The shape get_state() returns, as a dict, for the checkpoint just saved.
-        parent, metadata = p.last_saved or (None, {})
-        planned = self.core.plan()
-        payload = {
-            "config": p.parent_config,
-            "parent_config": parent,
-            "values": self.graph._read(self.core, self.graph._stream_keys()),
-            "metadata": metadata,
-            "next": [t.name for t in planned],
-            "tasks": [
-                {"id": t.id, "name": t.name, "interrupts": (), "state": None} for t in planned
-            ],
-        }
-        self.emit("checkpoints", payload)
-        self._emit_debug("checkpoint", payload, self.core.step)
 
     def _matches(self, names: frozenset[str], task: Task) -> bool:
         return not task.node.hidden and ("*" in names or task.name in names)
@@ -514,7 +465,10 @@ class RunLoop:
     def _task_update(self, task: Task) -> Any:
         return self.graph._map_update(task.writes, self.output_keys)
 
-    def _task_result(self, task: Task) -> dict[str, Any]:
+    def task_result(self, task: Task) -> dict[str, Any]:
+        """A task's writes to the streamed keys (``$writes`` lists several to one key)."""
+        if task.path and task.path[0] == 2:  # a @task call: its return value
+            return dict(task.writes)
         result: dict[str, Any] = {}
         for ch, value in task.writes:
             if ch in self._stream_keys:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Generator, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from stepgraph.checkpoint import DeserializationError, SerdeError
@@ -243,28 +242,11 @@ def _retry_delay(
 
 
 def _report_retry(task: Task, run: RunLoop, error: Exception, attempt: int, delay: float) -> None:
-    """Stream a failed attempt that will be retried (``tasks`` and ``debug`` modes)."""
+    """Tell the run's instruments (the tasks/debug streams among them) about a retry."""
     if run._inst:
         from ._instrument import call
 
         call(run._inst, "task_retry", run.info, task, error, attempt, delay)
-    modes = run.modes
-    if task.node.hidden or ("tasks" not in modes and "debug" not in modes):
-        return
-    payload = {
-        "id": task.id,
-        "name": task.name,
-        "error": error,
-        "attempt": attempt,
-        "retry_in": delay,
-    }
-    sink = run.ts_sink  # thread-safe: this may run in a worker thread
-    if "tasks" in modes:
-        sink((run.ns, "tasks", payload))
-    if "debug" in modes:
-        stamp = datetime.now(UTC).isoformat()
-        event = {"step": task.step, "timestamp": stamp, "type": "task_retry", "payload": payload}
-        sink((run.ns, "debug", event))
 
 
 # -- caching ------------------------------------------------------------------------
