@@ -109,6 +109,9 @@ class OpenTelemetryInstrument(Instrument):
         span = self.tracer.start_span(f"superstep {step}", context=context)
         span.set_attribute(f"{_PREFIX}.step", step)
         span.set_attribute(f"{_PREFIX}.tasks", len(tasks))
+        if tasks:  # the checkpoint the superstep starts from
+            first = tasks[0]
+            span.set_attribute(f"{_PREFIX}.checkpoint_id", first.core.checkpoint_id_of(first.seq))
         with self._lock:
             self._steps[(id(run), step)] = span
 
@@ -127,6 +130,7 @@ class OpenTelemetryInstrument(Instrument):
         span.set_attribute(f"{_PREFIX}.node", task.name)
         span.set_attribute(f"{_PREFIX}.step", task.step)
         span.set_attribute(f"{_PREFIX}.task_id", task.id)
+        span.set_attribute(f"{_PREFIX}.checkpoint_id", task.core.checkpoint_id_of(task.seq))
         if run.thread_id is not None:
             span.set_attribute(f"{_PREFIX}.thread_id", run.thread_id)
         if self.record_inputs:

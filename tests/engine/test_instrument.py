@@ -207,6 +207,7 @@ def test_opentelemetry_spans_for_runs_steps_and_tasks(monkeypatch: pytest.Monkey
     assert task.attributes["stepgraph.attempt"] == 2
     assert task.attributes["stepgraph.thread_id"] == "traced"
     assert task.attributes["stepgraph.task_id"]
+    assert task.attributes["stepgraph.checkpoint_id"] == step.attributes["stepgraph.checkpoint_id"]
     assert [e.name for e in task.events] == ["stepgraph.retry"]
     assert run.attributes["stepgraph.checkpoint_id"]
     assert run.attributes["stepgraph.run_id"]
