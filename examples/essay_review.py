@@ -34,7 +34,7 @@ def revise(draft: str, notes: str) -> str:
     return f"{draft}\n\n(revised: {notes})"
 
 
-def build(saver: SqliteSaver) -> Any:
+def build(saver: SqliteSaver | None = None) -> Any:
     @entrypoint(checkpointer=saver)
     def essay(topic: str) -> dict[str, Any]:
         draft = write_draft(topic).result()
@@ -46,6 +46,10 @@ def build(saver: SqliteSaver) -> Any:
         return {"status": "revised", "essay": revise(draft, str(answer)).result()}
 
     return essay
+
+
+graph = build()
+"""The workflow, without a checkpointer: a target for ``stepgraph run`` (which supplies one)."""
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -50,7 +50,9 @@ class State(TypedDict):
     summary: str
 
 
-def build(service: Service, saver: SqliteSaver, cache: InMemoryCache) -> Any:
+def build(
+    service: Service, saver: SqliteSaver | None = None, cache: InMemoryCache | None = None
+) -> Any:
     def fan_out(state: State) -> list[Send]:
         return [Send("fetch_weather", city) for city in state["cities"]]
 
@@ -74,6 +76,10 @@ def build(service: Service, saver: SqliteSaver, cache: InMemoryCache) -> Any:
     graph.add_conditional_edges(START, fan_out, ["fetch_weather"])
     graph.add_edge("fetch_weather", "summarize")
     return graph.compile(checkpointer=saver, cache=cache)
+
+
+graph = build(Service(failure_rate=0.4, seed=7), cache=InMemoryCache())
+"""The workflow, without a checkpointer: a target for ``stepgraph run`` (which supplies one)."""
 
 
 def run_once(app: Any, label: str) -> str:

@@ -73,6 +73,10 @@ def build(checkpointer: BaseCheckpointSaver | None = None) -> Any:
     return graph.compile(checkpointer=checkpointer)
 
 
+graph = build()
+"""The compiled graph, without a checkpointer: a target for ``stepgraph run``."""
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--db", type=Path, default=Path(".stepgraph/examples.db"))

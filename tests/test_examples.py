@@ -65,3 +65,46 @@ def test_flaky_map_reduce_retries_failed_calls_and_caches_results(tmp_path: Path
     assert second.count("(cached)") == 5
     assert "retry" not in second
     assert out.strip().endswith("in the second") and " 0 in the second" in out
+
+
+def test_tool_loop_calls_tools_until_the_scripted_model_answers() -> None:
+    out = run("examples/tool_loop.py")
+    assert "assistant -> calculator('6*7')" in out
+    assert "tool calculator: 42" in out and "assistant: The answer is 42." in out
+    assert "tool lookup: Lima" in out
+
+
+def test_examples_expose_graphs_without_a_checkpointer() -> None:
+    code = (
+        "import importlib.util, sys\n"
+        "for name in ['map_reduce', 'essay_review', 'flaky_map_reduce', 'tool_loop']:\n"
+        "    spec = importlib.util.spec_from_file_location(name, f'examples/{name}.py')\n"
+        "    mod = importlib.util.module_from_spec(spec)\n"
+        "    sys.modules[name] = mod\n"
+        "    spec.loader.exec_module(mod)\n"
+        "    assert mod.graph.checkpointer is None, name\n"
+        "print('ok')\n"
+    )
+    assert run("-c", code).strip() == "ok"
+
+
+def test_the_readme_main_job_runs_through_the_cli(tmp_path: Path) -> None:
+    # The README's first command, from a fresh working directory.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stepgraph.cli",
+            "run",
+            str(ROOT / "examples/map_reduce.py:graph"),
+            "--input",
+            f"@{ROOT / 'examples/map_reduce_input.json'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "('superstep', 3)" in done.stdout
+    assert (tmp_path / ".stepgraph" / "stepgraph.db").exists()
