@@ -29,7 +29,7 @@ from typing import Any, Self
 
 from ._serde import Serializer
 from ._sqlite import BUSY_TIMEOUT, _connect
-from ._sqlite_schema import migrate
+from ._sqlite_schema import enable_wal, migrate
 from .errors import SchemaVersionError
 
 __all__ = ["BaseCache", "CacheKey", "InMemoryCache", "Namespace", "SqliteCache"]
@@ -266,7 +266,7 @@ class SqliteCache(BaseCache):
         conn = self._conn
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            enable_wal(conn, BUSY_TIMEOUT)
             conn.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
         except SchemaVersionError:

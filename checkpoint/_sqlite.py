@@ -58,7 +58,7 @@ from ._base import owner_is_dead
 from ._blobs import links, write_blob
 from ._model import CheckpointTuple
 from ._serde import Serializer
-from ._sqlite_schema import migrate
+from ._sqlite_schema import enable_wal, migrate
 from ._stored import PreparedPut, StoredRow, StoredSaver, StoredWrite, WriteKey
 from .errors import SchemaVersionError
 
@@ -287,7 +287,7 @@ class SqliteSaver(StoredSaver):
         conn = self._conn
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            enable_wal(conn, BUSY_TIMEOUT)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("SELECT json_type('{}')")  # metadata filters need JSON functions
             self._migrate()

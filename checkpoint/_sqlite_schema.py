@@ -11,6 +11,7 @@ written by a newer stepgraph is refused rather than guessed at.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
@@ -65,3 +66,25 @@ def migrate(
 def _check(found: int, latest: int, path: str) -> None:
     if found > latest:
         raise SchemaVersionError(path, found, latest)
+
+
+def enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch the file to WAL, waiting out other connections that are opening it too.
+
+    Changing the journal mode needs the file to itself for a moment, and SQLite does not
+    always apply the busy timeout to that: several processes (or threads) opening one
+    new file at once would otherwise fail with "database is locked".
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
