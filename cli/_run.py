@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -149,7 +151,11 @@ def _drive(
             has_answer = False
     while True:
         try:
-            interrupts = out.follow(graph.stream(payload, config, stream_mode=out.modes))
+            with _StopAtBarrier(out) as stop:
+                interrupts = out.follow(graph.stream(payload, config, stream_mode=out.modes), stop)
+            if stop.stopped:
+                out.cancelled(opts.command(thread))
+                return ExitCode.CANCELLED
         except KeyboardInterrupt:
             out.cancelled(opts.command(thread))
             return ExitCode.CANCELLED
@@ -216,6 +222,39 @@ def _prompt(interrupt: Interrupt, several: bool) -> Any:
             err_console.print(f'[red]{escape(exc.message)}[/] - try again, e.g. "yes" or 42')
 
 
+class _StopAtBarrier:
+    """Ctrl-C while a run streams: the first asks to stop at the next barrier, the
+    second stops at once (as a plain KeyboardInterrupt)."""
+
+    def __init__(self, out: _Display) -> None:
+        self.out = out
+        self.requested = False
+        self.stopped = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.out.console.print(
+            "[yellow]stopping after this superstep[/] (Ctrl-C again to stop now)"
+        )
+
+    def __enter__(self) -> _StopAtBarrier:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _is_barrier(mode: str, chunk: Any) -> bool:
+    """A chunk that comes right after a barrier was applied and saved."""
+    return mode == "debug" and isinstance(chunk, dict) and chunk.get("type") == "checkpoint"
+
+
 # -- display ----------------------------------------------------------------------
 
 
@@ -257,8 +296,12 @@ class _Display:
         else:
             self.console.print(f"thread [bold]{thread}[/]")
 
-    def follow(self, chunks: Iterator[Any]) -> list[Interrupt]:
-        """Consume a run's stream; the interrupts it ended with."""
+    def follow(self, chunks: Iterator[Any], stop: _StopAtBarrier | None = None) -> list[Interrupt]:
+        """Consume a run's stream; the interrupts it ended with.
+
+        With ``stop`` requested (a first Ctrl-C), it leaves the stream at the next
+        barrier: the superstep that was running finishes and is saved.
+        """
         interrupts: list[Interrupt] = []
         live = None
         if not self.json and self.console.is_terminal:
@@ -273,6 +316,9 @@ class _Display:
                         self._chunk(mode, chunk, live is None)
                     if live is not None:
                         live.update(self._view())
+                    if stop is not None and stop.requested and _is_barrier(mode, chunk):
+                        stop.stopped = True
+                        break
             finally:
                 close = getattr(chunks, "close", None)
                 if close is not None:

@@ -68,6 +68,13 @@ essay = b.compile()
 twice = one(two_questions)
 broken = one(boom)
 sleepy = one(slow)
+c = StateGraph(S)
+c.add_node("first", slow)
+c.add_node("second", slow)
+c.add_edge(START, "first")
+c.add_edge("first", "second")
+c.add_edge("second", END)
+two_slow = c.compile()
 not_a_graph = 42
 """
 
@@ -184,23 +191,43 @@ def test_a_failing_node_exits_1_briefly_and_debug_shows_the_traceback(cli) -> No
     assert "Traceback" in r.stderr and "the node broke" in r.stderr
 
 
-def test_ctrl_c_leaves_a_resumable_run(cli) -> None:
-    cmd = [sys.executable, "-m", "stepgraph.cli", "run", "graphs.py:sleepy"]
-    args = ["--input", '{"n": 1}', "--thread", "slow", "--checkpointer", cli.db]
+def _start_slow(cli, thread: str) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "stepgraph.cli", "run", "graphs.py:two_slow"]
+    args = ["--input", '{"n": 1}', "--thread", thread, "--checkpointer", cli.db]
     proc = subprocess.Popen(
         cmd + args, cwd=cli.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 10
     while not (cli.cwd / "s.db").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)  # the node is sleeping now
+    time.sleep(0.5)  # the first node is sleeping now
+    return proc
+
+
+def test_ctrl_c_stops_at_the_next_barrier_and_leaves_a_resumable_run(cli) -> None:
+    proc = _start_slow(cli, "slow")
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=15)
     assert proc.returncode == 130, err
-    assert f"stepgraph run graphs.py:sleepy --thread slow --checkpointer {cli.db}" in err
-    r = cli("graphs.py:sleepy", "--thread", "slow")
+    assert "stopping after this superstep" in err
+    assert "✓ first" in err and "second" not in err.split("stopping")[1].split("stopped")[0]
+    assert f"stepgraph run graphs.py:two_slow --thread slow --checkpointer {cli.db}" in err
+    r = cli("graphs.py:two_slow", "--thread", "slow")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "{'n': 2}"
+    assert r.stdout.strip() == "{'n': 3}"
+    assert "✓ second" in r.stderr and "first" not in r.stderr  # finished work not redone
+
+
+def test_a_second_ctrl_c_stops_at_once(cli) -> None:
+    proc = _start_slow(cli, "now")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 130, err
+    r = cli("graphs.py:two_slow", "--thread", "now")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "{'n': 3}"
 
 
 def test_the_interactive_prompt(cli) -> None:
