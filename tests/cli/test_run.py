@@ -251,3 +251,13 @@ def test_the_interactive_prompt(cli) -> None:
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_extra_stream_modes_and_module_targets(cli) -> None:
+    r = cli("graphs:sleepy", "--input", '{"n": 0}', "--stream", "values", "--json")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    shown = [e["chunk"] for e in events if e["event"] == "stream" and e["mode"] == "values"]
+    assert shown[-1] == {"n": 1}
+    bad = cli("graphs:sleepy", "--input", '{"n": 0}', "--stream", "nonsense")
+    assert bad.returncode == 3 and "unknown stream mode" in bad.stderr
