@@ -495,3 +495,23 @@ def test_task_calls_have_start_events_in_the_tasks_stream() -> None:
     events = [p for p in workflow.stream(5, stream_mode="tasks") if p["name"] == "one"]
     assert [("input" in e, "result" in e) for e in events] == [(True, False), (False, True)]
     assert events[0]["id"] == events[1]["id"]
+
+
+def test_node_code_sees_its_attempt_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stepgraph.engine import RetryPolicy, get_runtime
+    from stepgraph.engine import _policy
+
+    monkeypatch.setattr(_policy, "_sleep", lambda s: None)
+    seen: list[int] = []
+
+    def node(state: SquaresState) -> dict[str, Any]:
+        seen.append(get_runtime().attempt)
+        if len(seen) < 3:
+            raise ConnectionError("again")
+        return {"out": [len(seen)]}
+
+    g = StateGraph(SquaresState)
+    g.add_node(node, retry_policy=RetryPolicy(jitter=False))
+    g.add_edge(START, "node")
+    assert g.compile().invoke({"out": []}) == {"out": [3]}
+    assert seen == [1, 2, 3]
