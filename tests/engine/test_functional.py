@@ -498,8 +498,7 @@ def test_task_calls_have_start_events_in_the_tasks_stream() -> None:
 
 
 def test_node_code_sees_its_attempt_number(monkeypatch: pytest.MonkeyPatch) -> None:
-    from stepgraph.engine import RetryPolicy, get_runtime
-    from stepgraph.engine import _policy
+    from stepgraph.engine import RetryPolicy, _policy, get_runtime
 
     monkeypatch.setattr(_policy, "_sleep", lambda s: None)
     seen: list[int] = []
