@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import operator
 import threading
 import time
 import uuid
@@ -62,21 +63,12 @@ Durability = Literal["sync", "async", "exit"]
 DURABILITY_MODES: tuple[str, ...] = ("sync", "async", "exit")
 SPECIAL_WRITES = frozenset((ERROR, INTERRUPT, RESUME, SCHEDULED))
 NULL_TASK = "~null~"  # task id prefix of writes made by no task (sorts after task ids)
-_APPENDING_OPS: tuple[Any, ...] = ()
-
-
-def _appending_ops() -> tuple[Any, ...]:
-    global _APPENDING_OPS
-    if not _APPENDING_OPS:
-        import operator
-
-        _APPENDING_OPS = (operator.add, operator.iadd, operator.concat, operator.iconcat)
-    return _APPENDING_OPS
+_APPENDING_OPS = (operator.add, operator.iadd, operator.concat, operator.iconcat)
 
 
 def append_only_channels(program: Program) -> frozenset[str]:
     """Channels whose value only ever grows at the end: saved as deltas."""
-    ops = _appending_ops()
+    ops = _APPENDING_OPS
     out = set()
     for key, ch in program.channels.items():
         if (isinstance(ch, Topic) and ch.accumulate) or (
@@ -172,7 +164,6 @@ class Persistence:
         self.lease: Any = None
         self.saved: CheckpointTuple | None = None
         self.pending: dict[str, list[tuple[str, Any]]] = {}  # task id -> saved writes
-        self.errors: dict[str, Any] = {}  # task id -> saved error
         self.interrupts: dict[str, list[Any]] = {}  # task id -> its pending Interrupts
         self.resumes: dict[str, list[Any]] = {}  # task id -> answers it already received
         self.null_writes: list[tuple[str, Any]] = []  # resume updates not in a checkpoint yet
@@ -227,9 +218,7 @@ class Persistence:
             self.parent_config = saved.config
             if not self.replaying:
                 for task_id, channel, value in saved.pending_writes or ():
-                    if channel == ERROR:
-                        self.errors[task_id] = value
-                    elif channel == INTERRUPT:
+                    if channel == INTERRUPT:
                         self.interrupts[task_id] = list(value or ())
                     elif channel == RESUME:
                         self.resumes[task_id] = list(value or ())
@@ -268,6 +257,13 @@ class Persistence:
             saver.put(parent, ckpt, meta, {})
 
     # -- during the run -----------------------------------------------------------
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The config of the newest checkpoint of this run (one must have been made)."""
+        if self.parent_config is None:
+            raise RuntimeError("no checkpoint has been made in this namespace yet")
+        return self.parent_config
 
     def pending_interrupts(self) -> list[Any]:
         """Every interrupt saved against the checkpoint the run starts from (once each).

@@ -233,13 +233,8 @@ class Core:
         """Apply the run's input as a barrier with no tasks (the input checkpoint)."""
         return self._apply((), (("__input__", list(writes)),))
 
-    def commit(
-        self, tasks: Sequence[Task], extra: Sequence[tuple[str, Any]] = ()
-    ) -> frozenset[str]:
+    def commit(self, tasks: Sequence[Task]) -> frozenset[str]:
         """End the superstep: apply every task's writes in task-path order.
-
-        ``extra`` writes (a resume command's ``update``/``goto``) are applied after
-        the tasks' writes, as if written by one more task.
 
         Returns the channels whose new value is available. If this raises (a channel
         rejected the writes), the core is left part-way and must be discarded; the
@@ -256,10 +251,7 @@ class Core:
                     version = versions.get(ch)
                     if version is not None:
                         seen[ch] = version
-        batches = [(t.name, t.writes) for t in ordered]
-        if extra:
-            batches.append(("__resume__", list(extra)))
-        return self._apply(ordered, batches)
+        return self._apply(ordered, [(t.name, t.writes) for t in ordered])
 
     def apply_early(self, writes: Sequence[tuple[str, Any]]) -> frozenset[str]:
         """Apply writes now, before the next superstep is planned, without a barrier.

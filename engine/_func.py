@@ -399,58 +399,38 @@ def _policies(tf: TaskFunction[Any]) -> tuple[Any, ...]:
     return (policy,) if isinstance(policy, RetryPolicy) else tuple(policy)
 
 
-def _retry_delay(tf: TaskFunction[Any], child: Task, exc: Exception, failures: int) -> float | None:
-    """Seconds to wait before retrying a failed task call, or None to give up."""
-    from . import _policy
-    from ._runner import _report_retry
-
-    policies = _policies(tf)
-    policy = _policy.pick_policy(policies, exc) if policies else None
-    if policy is None:
-        return None
-    if failures >= policy.max_attempts:
-        exc.add_note(
-            f"task {tf.name!r} failed {failures} time(s); {policy!r} allows "
-            f"{policy.max_attempts} attempt(s)"
-        )
-        return None
-    delay = policy.interval(failures)
-    _report_retry(child, _run_of(), exc, failures, delay)
-    return delay
-
-
 def _with_retries(tf: TaskFunction[Any], child: Task, attempt: Callable[[], Any]) -> Any:
     """Run a task call, retrying per its ``retry_policy`` (sync: waits in this thread)."""
     from . import _policy
+    from ._runner import _retry_delay
 
-    failures = 0
+    child.attempt = 1
     while True:
-        child.attempt = failures + 1
         try:
             return attempt()
         except Exception as exc:
-            failures += 1
-            delay = _retry_delay(tf, child, exc, failures)
+            delay = _retry_delay(child, _run_of(), exc, _policies(tf))
             if delay is None:
                 raise
         _policy._sleep(delay)
+        child.attempt += 1
 
 
 async def _awith_retries(tf: TaskFunction[Any], child: Task, attempt: Callable[[], Any]) -> Any:
     """The same for async task calls (waits with ``asyncio.sleep``)."""
     from . import _policy
+    from ._runner import _retry_delay
 
-    failures = 0
+    child.attempt = 1
     while True:
-        child.attempt = failures + 1
         try:
             return await attempt()
         except Exception as exc:
-            failures += 1
-            delay = _retry_delay(tf, child, exc, failures)
+            delay = _retry_delay(child, _run_of(), exc, _policies(tf))
             if delay is None:
                 raise
         await _policy._asleep(delay)
+        child.attempt += 1
 
 
 async def _arun_child(

@@ -291,12 +291,12 @@ def update_state(
                 )
             p.replaying = True
             p.fork_for_replay(core)
-            return _config(p)
+            return p.config
         if as_node == "__input__":
             # The values are new input, as if given to invoke(): an input checkpoint.
             core.apply_input(target._input_writes(values))
             p.barrier(core, "input")
-            return _config(p)
+            return p.config
         node_name = _as_node(target, core, saved, as_node)
         if node_name == END:
             if values is not None:
@@ -308,7 +308,7 @@ def update_state(
                 t.writes = []
             core.commit(tasks)
             p.barrier(core, "update")
-            return _config(p)
+            return p.config
         source = "input" if node_name == START and saved is None else "update"
         node = target.program.nodes[node_name]
         if not node.writers:
@@ -332,14 +332,9 @@ def update_state(
             current_task.reset(token)
         core.commit([task])
         p.barrier(core, source)  # type: ignore[arg-type]
-        return _config(p)
+        return p.config
     finally:
         p.close()
-
-
-def _config(p: Any) -> dict[str, Any]:
-    cfg: dict[str, Any] = p.parent_config
-    return cfg
 
 
 def _as_node(graph: Pregel, core: Core, saved: CheckpointTuple | None, as_node: str | None) -> str:

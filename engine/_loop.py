@@ -89,7 +89,6 @@ class RunLoop:
         self._before = _names(graph, interrupt_before, "interrupt_before")
         self._after = _names(graph, interrupt_after, "interrupt_after")
         self._skip_before = False  # a resumed run does not stop at the same breakpoint
-        self._extra: list[tuple[str, Any]] = []  # a resume command's update/goto writes
         self._done = False
         self.home = threading.get_ident()
         # Instruments watching this run (a subgraph run reports to its parent's): an
@@ -399,12 +398,11 @@ class RunLoop:
                 call(self._inst, "step_end", self.info, self.core.step + 1, None)
             self._pause([i for e in paused for i in e.interrupts])
             return
-        extra, self._extra = self._extra, []
         if p is None:
-            updated = self.core.commit(self.tasks, extra)
+            updated = self.core.commit(self.tasks)
         else:
             try:
-                updated = self.core.commit(self.tasks, extra)
+                updated = self.core.commit(self.tasks)
             except BaseException:
                 p.flush_step()  # the finished tasks' writes survive a rejected barrier
                 raise

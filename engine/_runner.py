@@ -78,12 +78,11 @@ def run_sync(task: Task, run: RunLoop) -> None:
     slot = _CacheSlot.of(task, run)
     if slot is not None and slot.lookup(task, run):
         return
-    policies = _policies(task, run)
     while True:
         try:
             finished = _attempt_sync(task, run)
         except Exception as exc:
-            delay = _retry_delay(task, run, policies, exc)
+            delay = _retry_delay(task, run, exc)
             if delay is None:
                 raise
         else:
@@ -123,12 +122,11 @@ async def run_async(task: Task, run: RunLoop) -> None:
     slot = _CacheSlot.of(task, run)
     if slot is not None and await slot.alookup(task, run):
         return
-    policies = _policies(task, run)
     while True:
         try:
             await _attempt_async(task, run)
         except Exception as exc:
-            delay = _retry_delay(task, run, policies, exc)
+            delay = _retry_delay(task, run, exc)
             if delay is None:
                 raise
         else:
@@ -217,9 +215,18 @@ def _next_attempt(task: Task) -> None:
 
 
 def _retry_delay(
-    task: Task, run: RunLoop, policies: Sequence[RetryPolicy], exc: Exception
+    task: Task,
+    run: RunLoop,
+    exc: Exception,
+    policies: Sequence[RetryPolicy] | None = None,
 ) -> float | None:
-    """Seconds to wait before the next attempt, or None to give up (with a note)."""
+    """Seconds to wait before the next attempt, or None to give up (with a note).
+
+    ``policies`` default to the node's (or the graph's); they are looked up only when
+    an attempt failed, so a task that succeeds never pays for them.
+    """
+    if policies is None:
+        policies = _policies(task, run)
     if not policies:
         return None
     attempt = task.attempt

@@ -44,10 +44,7 @@ def saver(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[BaseCheckpo
     if request.param == "memory":
         yield InMemorySaver()
         return
-    sqlite_saver = getattr(checkpoint_pkg, "SqliteSaver", None)
-    if sqlite_saver is None:
-        pytest.skip("stepgraph.checkpoint does not export SqliteSaver yet")
-    found = sqlite_saver(tmp_path / "s.db")
+    found = checkpoint_pkg.SqliteSaver(tmp_path / "s.db")
     try:
         yield found
     finally:
