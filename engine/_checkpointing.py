@@ -78,6 +78,48 @@ def append_only_channels(program: Program) -> frozenset[str]:
     return frozenset(out)
 
 
+@dataclasses.dataclass
+class SavedWrites:
+    """The pending writes of a checkpoint, sorted by what they are for.
+
+    Attributes:
+        writes: task id -> the task's ordinary writes (finished tasks, and @task call
+            records).
+        errors: task id -> the error the task failed with.
+        interrupts: task id -> its unanswered interrupts.
+        resumes: task id -> the answers it received before its latest question.
+        null: writes of no task (a resume's update), in the order they were made.
+    """
+
+    writes: dict[str, list[tuple[str, Any]]]
+    errors: dict[str, Any]
+    interrupts: dict[str, list[Any]]
+    resumes: dict[str, list[Any]]
+    null: list[tuple[str, Any]]
+
+    @classmethod
+    def of(cls, saved: CheckpointTuple) -> SavedWrites:
+        out = cls({}, {}, {}, {}, [])
+        for task_id, channel, value in saved.pending_writes or ():
+            if channel == ERROR:
+                out.errors[task_id] = value
+            elif channel == INTERRUPT:
+                out.interrupts[task_id] = list(value or ())
+            elif channel == RESUME:
+                out.resumes[task_id] = list(value or ())
+            elif channel not in SPECIAL_WRITES:
+                out.writes.setdefault(task_id, []).append((channel, value))
+        for task_id in sorted(k for k in out.writes if k.startswith(NULL_TASK)):
+            out.null += out.writes.pop(task_id)
+        # A task that asked a question and later finished has answered it: its
+        # interrupt is no longer pending, and its recorded answers are spent.
+        for task_id, writes in out.writes.items():
+            if any(ch != "__call__" for ch, _ in writes):  # finished, not just recorded
+                out.interrupts.pop(task_id, None)
+                out.resumes.pop(task_id, None)
+        return out
+
+
 def check_durability(value: Any) -> Durability:
     if value not in DURABILITY_MODES:
         raise ValueError(
@@ -217,21 +259,11 @@ class Persistence:
         if saved is not None:
             self.parent_config = saved.config
             if not self.replaying:
-                for task_id, channel, value in saved.pending_writes or ():
-                    if channel == INTERRUPT:
-                        self.interrupts[task_id] = list(value or ())
-                    elif channel == RESUME:
-                        self.resumes[task_id] = list(value or ())
-                    elif channel not in SPECIAL_WRITES:
-                        self.pending.setdefault(task_id, []).append((channel, value))
-            for task_id in sorted(k for k in self.pending if k.startswith(NULL_TASK)):
-                self.null_writes += self.pending.pop(task_id)
-            # A task that asked a question and later finished has answered it: its
-            # interrupt is no longer pending, and its recorded answers are spent.
-            for task_id, writes in self.pending.items():
-                if any(ch != "__call__" for ch, _ in writes):  # finished, not just recorded
-                    self.interrupts.pop(task_id, None)
-                    self.resumes.pop(task_id, None)
+                found = SavedWrites.of(saved)
+                self.pending = found.writes
+                self.interrupts = found.interrupts
+                self.resumes = found.resumes
+                self.null_writes = found.null
             for ch in self.append_only:
                 if ch in saved.checkpoint["channel_values"]:
                     self._last_values[ch] = saved.checkpoint["channel_values"][ch]

@@ -14,9 +14,8 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from stepgraph.checkpoint import BaseCheckpointSaver, CheckpointTuple
-from stepgraph.checkpoint._model import ERROR, INTERRUPT
 
-from ._checkpointing import NULL_TASK, SPECIAL_WRITES, Persistence, restore_core
+from ._checkpointing import Persistence, SavedWrites, restore_core
 from ._core import Core
 from ._runtime import TaskContext, _no_op_writer, current_task
 from ._task import PULL, Task
@@ -118,31 +117,13 @@ def snapshot(
     tasks are left out of ``next``; a past checkpoint is shown as it was saved.
     """
     core = restore_core(graph.program, saved, namespace=ns)
-    if apply_writes:
+    found = SavedWrites.of(saved)
+    if apply_writes and found.null:
         # A resume's update that no step has saved yet is part of the state to come.
-        null = [
-            (ch, v)
-            for tid, ch, v in sorted(saved.pending_writes or (), key=lambda w: w[0])
-            if tid.startswith(NULL_TASK) and ch not in SPECIAL_WRITES
-        ]
-        if null:
-            with contextlib.suppress(Exception):
-                core.apply_early(null)
+        with contextlib.suppress(Exception):
+            core.apply_early(found.null)
     tasks = core.plan()
-    writes: dict[str, list[tuple[str, Any]]] = {}
-    errors: dict[str, Any] = {}
-    interrupts: dict[str, list[Any]] = {}
-    for task_id, channel, value in saved.pending_writes or ():
-        if channel == ERROR:
-            errors[task_id] = value
-        elif channel == INTERRUPT:
-            found = value if isinstance(value, list | tuple) else [value]
-            interrupts.setdefault(task_id, []).extend(found)
-        elif channel not in SPECIAL_WRITES:
-            writes.setdefault(task_id, []).append((channel, value))
-    for task_id, found in writes.items():  # a task that finished answered its questions
-        if any(ch != "__call__" for ch, _ in found):
-            interrupts.pop(task_id, None)
+    writes, errors, interrupts = found.writes, found.errors, found.interrupts
     done = [t for t in tasks if t.id in writes] if apply_writes else []
     values = _values_with(graph, core, done, writes)
     thread = saved.config["configurable"]["thread_id"]
