@@ -23,6 +23,7 @@ from ._sqlite import SqliteSaver
 from ._stored import PreparedPut, StoredSaver
 from .errors import (
     DeserializationError,
+    LeaseLostError,
     SchemaVersionError,
     SerdeError,
     SerializationError,
@@ -64,6 +65,7 @@ __all__ = [
     "SerializationError",
     "DeserializationError",
     "ThreadBusyError",
+    "LeaseLostError",
     "SchemaVersionError",
 ]
 

@@ -41,11 +41,8 @@ other tables, LangGraph's ``checkpoints``/``writes`` included)::
 from __future__ import annotations
 
 import builtins
-import json
 import math
-import numbers
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -56,6 +53,7 @@ from typing import Any, Self
 
 from ._base import owner_is_dead
 from ._blobs import links, write_blob
+from ._metadata import INT64, PLAIN_KEY, matches, metadata_json, plain_text
 from ._model import CheckpointTuple
 from ._serde import Serializer
 from ._sqlite_schema import enable_wal, migrate
@@ -69,9 +67,6 @@ BUSY_TIMEOUT = 30.0
 
 _CHUNK = 498  # bound parameters per statement, below SQLite's oldest default limit (999)
 _MIN_SQLITE = (3, 34, 0)  # window functions, row values, several recursive selects
-_JSON_DEPTH = 64  # metadata nested deeper is stored as text in metadata_json
-_INT64 = (-(2**63), 2**63)
-_PLAIN_KEY = re.compile(r'[^"\\\x00-\x1f]*')  # keys a JSON path can name without escapes
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: the initial schema
@@ -420,7 +415,7 @@ class SqliteSaver(StoredSaver):
                     prepared.checkpoint,
                     prepared.refs_bytes,
                     prepared.metadata,
-                    _metadata_json(prepared.metadata_plain),
+                    metadata_json(prepared.metadata_plain),
                 ),
             ).lastrowid
             conn.executemany(
@@ -497,7 +492,7 @@ class SqliteSaver(StoredSaver):
                     args.append(page)
                 rows = conn.execute(sql, args).fetchall()
                 for _seq, t, n, cid, parent, body, refs, meta in rows:
-                    if filter and not _matches(serde.loads(meta, path="metadata"), filter):
+                    if filter and not matches(serde.loads(meta, path="metadata"), filter):
                         continue
                     out.append(StoredRow(t, n, cid, parent, body, refs, meta))
                 if page is None or limit is None or len(rows) < page or len(out) >= limit:
@@ -800,17 +795,6 @@ def _collect(conn: sqlite3.Connection) -> None:
     conn.execute("DELETE FROM temp.stepgraph_gc_seed")
 
 
-def _plain_text(text: str) -> bool:
-    """Whether SQLite compares ``text`` the way Python does (no NUL, valid UTF-8)."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _pushdown(filter: Mapping[str, Any]) -> tuple[builtins.list[str], builtins.list[Any]]:
     """SQL conditions that every row matching ``filter`` meets (a superset).
 
@@ -820,7 +804,7 @@ def _pushdown(filter: Mapping[str, Any]) -> tuple[builtins.list[str], builtins.l
     clauses: builtins.list[str] = []
     params: builtins.list[Any] = []
     for key, value in filter.items():
-        if not isinstance(key, str) or not _PLAIN_KEY.fullmatch(key) or not _plain_text(key):
+        if not isinstance(key, str) or not PLAIN_KEY.fullmatch(key) or not plain_text(key):
             continue
         path = f'$."{key}"'
         if value is None:
@@ -828,11 +812,11 @@ def _pushdown(filter: Mapping[str, Any]) -> tuple[builtins.list[str], builtins.l
             params.append(path)
             continue
         if isinstance(value, str):
-            if not _plain_text(value):
+            if not plain_text(value):
                 continue
             bound: Any = str.__str__(value)
         elif isinstance(value, int):  # bool included: True == 1 in Python and JSON true is 1
-            if not _INT64[0] <= value < _INT64[1]:
+            if not INT64[0] <= value < INT64[1]:
                 continue
             bound = int(value)
         elif isinstance(value, float) and math.isfinite(value):
@@ -842,63 +826,3 @@ def _pushdown(filter: Mapping[str, Any]) -> tuple[builtins.list[str], builtins.l
         clauses.append("json_extract(c.metadata_json, ?) = ?")
         params += [path, bound]
     return clauses, params
-
-
-_ABSENT = object()
-
-
-def _matches(metadata: Mapping[str, Any], filter: Mapping[str, Any]) -> bool:
-    # The same comparison InMemorySaver makes, so the two savers agree on every filter.
-    return not any(metadata.get(k, _ABSENT) != v for k, v in filter.items())
-
-
-def _metadata_json(metadata: Mapping[str, Any]) -> str:
-    """Metadata as JSON text, for ``json_extract`` filters and for people reading the file.
-
-    JSON cannot hold every value metadata can, so this is a readable approximation:
-    odd types become their ``str()``, and the exact check happens in Python.
-    """
-    return json.dumps(_jsonable(metadata, 0), ensure_ascii=False, allow_nan=False)
-
-
-def _json_number(value: Any) -> int | float | str:
-    """A number as SQLite should compare it with a filter value.
-
-    Python compares numbers of different types by exact value (``Decimal(1) == 1``,
-    ``Fraction(1, 2) == 0.5``, ``1.0 == True``), and so does SQLite between an integer
-    and a real. So integral values become integers, other real values the nearest
-    float (which can only add matches, never lose one: an exact equality survives the
-    conversion), and what JSON cannot hold becomes text, which no number equals.
-    """
-    if isinstance(value, float):  # float and its subclasses: already what SQLite holds
-        return float(value) if math.isfinite(value) else str(value)
-    if isinstance(value, numbers.Integral):
-        number = int(value)
-        return number if _INT64[0] <= number < _INT64[1] else str(number)
-    try:
-        if getattr(value, "imag", 0) != 0:
-            return str(value)
-        real = getattr(value, "real", value)  # Decimal, Fraction, complex with no imag
-        if math.isfinite(float(real)) and int(real) == real:
-            return _json_number(int(real))
-        real_float = float(real)
-    except (ArithmeticError, TypeError, ValueError):
-        return str(value)
-    return real_float if math.isfinite(real_float) else str(value)
-
-
-def _jsonable(value: Any, depth: int) -> Any:
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        return value if _plain_text(value) else value.encode("utf-8", "backslashreplace").decode()
-    if isinstance(value, numbers.Number):
-        return _json_number(value)
-    if depth >= _JSON_DEPTH:
-        return _jsonable(str(value), depth)
-    if isinstance(value, Mapping):
-        items = sorted(value.items(), key=lambda kv: isinstance(kv[0], str))  # str keys win
-        return {_jsonable(str(k), depth): _jsonable(v, depth + 1) for k, v in items}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v, depth + 1) for v in value]
-    return _jsonable(str(value), depth)

@@ -5,6 +5,7 @@
       DeserializationError           loading: unknown type name, corrupt, truncated,
                                      tampered or undecryptable bytes
     ThreadBusyError(RuntimeError)    another run is advancing the same thread
+      LeaseLostError                 ... and took it over from this one mid-run
     SchemaVersionError(RuntimeError) the database was written by a newer stepgraph
 
 Every serde error carries the state path of the value (``state.items[3].payload``)
@@ -20,6 +21,7 @@ __all__ = [
     "SerializationError",
     "DeserializationError",
     "ThreadBusyError",
+    "LeaseLostError",
     "SchemaVersionError",
 ]
 
@@ -124,3 +126,33 @@ class SchemaVersionError(RuntimeError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.path, self.found, self.supported))
+
+
+class LeaseLostError(ThreadBusyError):
+    """A run's thread lease ran out and another run took the thread over.
+
+    The write that found out was not stored: the thread's history stays the other
+    run's. It happens when a worker stalls (a pause, a network partition) for longer
+    than the lease lasts; the run that gets it should stop, and can be started again
+    once the other run is done.
+
+    Attributes:
+        thread_id: the thread.
+        holder: the lease's holder now (``None`` if nobody holds it).
+    """
+
+    def __init__(self, thread_id: str, holder: str | None) -> None:
+        self.thread_id = thread_id
+        self.holder = holder
+        self.waited = 0.0
+        who = f"; {holder} holds it now" if holder else ""
+        RuntimeError.__init__(
+            self,
+            f"this run lost its lease on thread {thread_id!r}{who}, so its write was not "
+            "saved and the thread's history is left as the other run made it. A worker "
+            "that stalls longer than the lease (60 s, renewed while it runs) loses its "
+            "thread; run it again once the other run has finished",
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.thread_id, self.holder))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import os
+import uuid
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -61,3 +63,36 @@ class Driver:
 def driver(request: pytest.FixtureRequest) -> Driver:
     """The sync driver (invoke/stream) and the async one (ainvoke/astream)."""
     return Driver(request.param)
+
+
+# -- PostgreSQL: a real server, or a skip that says why ----------------------------
+
+POSTGRES_ENV = "STEPGRAPH_TEST_POSTGRES_DSN"
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """The test server's DSN (``$STEPGRAPH_TEST_POSTGRES_DSN``); skips if none answers."""
+    dsn = os.environ.get(POSTGRES_ENV)
+    if not dsn:
+        pytest.skip(f"no PostgreSQL to test against: set {POSTGRES_ENV} (.ci/run sets it)")
+    try:
+        import psycopg
+    except ImportError:
+        pytest.skip("psycopg is not installed: pip install -e '.[dev]'")
+    try:
+        psycopg.connect(dsn, connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server answers at {POSTGRES_ENV}={dsn!r}: {exc}")
+    return dsn
+
+
+@pytest.fixture
+def postgres_schema(postgres_dsn: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL schema for one test, dropped afterwards."""
+    import psycopg
+
+    name = f"sgtest_{uuid.uuid4().hex[:16]}"
+    yield name
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')

@@ -30,3 +30,13 @@ class TestSqliteSaver(SaverConformance):
         saver = checkpoint.SqliteSaver(tmp_path / "c.db")
         yield saver
         saver.close()
+
+
+class TestPostgresSaver(SaverConformance):
+    @pytest.fixture
+    def saver(self, postgres_dsn: str, postgres_schema: str) -> Iterator[BaseCheckpointSaver]:
+        from stepgraph.checkpoint.postgres import PostgresSaver
+
+        saver = PostgresSaver(postgres_dsn, schema=postgres_schema, max_size=4)
+        yield saver
+        saver.close()

@@ -1,0 +1,927 @@
+"""``PostgresSaver``: checkpoints in PostgreSQL, for many workers on many machines.
+
+Install it with ``pip install 'stepgraph[postgres]'`` (psycopg 3 and psycopg-pool).
+
+How it uses PostgreSQL, and why:
+
+* One connection pool per saver (psycopg-pool): its size, the wait for a free
+  connection, idle and lifetime limits and a health check on checkout are all
+  settings. Every call borrows a connection for one transaction and gives it back,
+  so many threads and asyncio tasks of one process share a few connections and no
+  call waits behind a saver-wide lock.
+* A dropped connection (server restart, idle timeout, a pooler closing it, a network
+  blip) is retried on a fresh connection, for reads and for writes alike: every write
+  is idempotent (blobs are content-addressed and inserted once, a task's ordinary
+  writes are insert-or-ignore, special writes and checkpoints are replaced by the
+  same bytes), so a transaction whose fate is unknown can run again without losing
+  or duplicating anything.
+* A write is one transaction sent as a pipeline: the statements of a checkpoint or of
+  a superstep's writes travel together and cost about one network round trip.
+* Reads of one ``get_tuple``/``list`` call run in one ``REPEATABLE READ`` read-only
+  transaction, so the rows, blobs and writes they combine come from one snapshot.
+* The storage design is the SQLite saver's (see `stepgraph.checkpoint.SqliteSaver`):
+  values per channel version in content-addressed blobs, deltas for append-only
+  channels, ``stepgraph_blob_refs`` for garbage collection by set operations, and
+  "newest" meaning the order rows were stored (``seq``), never the greatest id.
+* The thread lease lives in the database, timed by the server's clock, so two workers
+  on two machines cannot advance one thread at once; a lease holder's writes are
+  *fenced*: each checks, in its own transaction, that the lease is still its own, so
+  even a worker that stalled past its lease's expiry cannot write behind the new
+  holder's back (it gets `LeaseLostError`). A background heartbeat renews the leases
+  a saver holds, so a long superstep does not lose its thread.
+* The schema is created and upgraded by versioned migrations when the saver opens
+  (see `stepgraph.checkpoint._postgres_schema`): there is no ``setup()`` to forget.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Self, TypeVar
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg_pool import ConnectionPool, PoolTimeout
+except ImportError as exc:  # pragma: no cover - exercised without the extra installed
+    raise ImportError(
+        "stepgraph.checkpoint.postgres needs psycopg 3 and psycopg-pool; install them "
+        "with: pip install 'stepgraph[postgres]'"
+    ) from exc
+
+from ._base import LEASE_TTL, owner_is_dead
+from ._blobs import links, write_blob
+from ._metadata import INT64, PLAIN_KEY, json_number, matches, metadata_json, plain_text
+from ._model import CheckpointTuple
+from ._postgres_schema import FENCE_SQLSTATE, MIGRATIONS, SCHEMA_VERSION, migrate, quote_schema
+from ._serde import Serializer
+from ._stored import PreparedPut, StoredRow, StoredSaver, StoredWrite, WriteKey
+from .errors import LeaseLostError
+
+__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "PostgresSaver", "LeaseLostError"]
+
+T = TypeVar("T")
+
+_BEFORE = """c.seq < (SELECT b.seq FROM {s}stepgraph_checkpoints AS b
+    WHERE b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns
+    AND b.checkpoint_id = %s)"""
+
+_SELECT = """SELECT c.seq, c.thread_id, c.checkpoint_ns, c.checkpoint_id,
+    c.parent_checkpoint_id, c.checkpoint, c.refs, c.metadata
+FROM {s}stepgraph_checkpoints AS c"""
+
+_INSERT_BLOBS = """INSERT INTO {s}stepgraph_blobs (hash, base, items, data)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[])
+ON CONFLICT (hash) DO NOTHING"""
+
+# A blob's two links (the value a delta extends and its items), as rows.
+_LINKS = "CROSS JOIN LATERAL (VALUES (b.base), (b.items)) AS l(hash)"
+
+# Blobs that removed rows named (the seeds) and the blobs they extend are candidates;
+# a candidate stays if a remaining checkpoint or write names it or a blob that extends
+# it, directly or through a chain of deltas ("down", then "live").
+_COLLECT = """
+WITH RECURSIVE
+    cand(hash) AS (
+        SELECT unnest(%s::text[]) COLLATE "C"
+        UNION
+        SELECT l.hash FROM {s}stepgraph_blobs AS b JOIN cand ON b.hash = cand.hash
+        {links} WHERE l.hash IS NOT NULL
+    ),
+    down(hash) AS (
+        SELECT hash FROM cand
+        UNION
+        SELECT b.hash FROM {s}stepgraph_blobs AS b JOIN down
+            ON b.base = down.hash OR b.items = down.hash
+    ),
+    live(hash) AS (
+        SELECT d.hash FROM down AS d
+        WHERE EXISTS (SELECT 1 FROM {s}stepgraph_blob_refs AS r WHERE r.hash = d.hash)
+            OR EXISTS (SELECT 1 FROM {s}stepgraph_writes AS w WHERE w.blob = d.hash)
+        UNION
+        SELECT l.hash FROM {s}stepgraph_blobs AS b JOIN live ON b.hash = live.hash
+        {links} WHERE l.hash IS NOT NULL
+    )
+DELETE FROM {s}stepgraph_blobs
+WHERE hash IN (SELECT hash FROM cand EXCEPT SELECT hash FROM live)
+""".replace("{links}", _LINKS)
+
+# Puts insert into stepgraph_blobs (ROW EXCLUSIVE); collecting takes this mode, which
+# conflicts with that and with itself, so a blob cannot be collected between another
+# transaction finding it present and that transaction committing a reference to it.
+_LOCK_BLOBS = "LOCK TABLE {s}stepgraph_blobs IN SHARE ROW EXCLUSIVE MODE"
+
+_WRITE_COLUMNS = (
+    "(thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, value, blob, task_path)"
+)
+_WRITE_ROWS = (
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[], "
+    "%s::text[], %s::bytea[], %s::text[], %s::text[])"
+)
+
+
+class PostgresSaver(StoredSaver):
+    """Checkpoints in PostgreSQL: one database shared by many worker processes.
+
+    Args:
+        conninfo: a libpq connection string or URL
+            (``postgresql://user@host:5432/db``). Either this or ``pool``.
+        pool: a `psycopg_pool.ConnectionPool` you own (the saver does not close it).
+        schema: the PostgreSQL schema that holds stepgraph's tables (created if
+            missing), so one database can serve several applications.
+        min_size / max_size: connections the pool keeps open / may open.
+        timeout: seconds a call waits for a free connection before failing with
+            `psycopg_pool.PoolTimeout`.
+        max_idle: seconds an unused connection stays open; set it below your
+            server's or pooler's idle timeout.
+        max_lifetime: seconds after which a connection is replaced.
+        check: test each connection with a round trip before handing it out, so a
+            connection the server closed while idle is replaced, not used.
+        retries: how many times a call is retried after its connection broke.
+        retry_backoff: the first pause between tries, in seconds; it doubles each time.
+        prepare_threshold: psycopg's threshold for server-side prepared statements;
+            ``None`` turns them off, which a pooler in transaction mode (PgBouncer
+            before 1.21, Supavisor) needs.
+        connect_kwargs: more keyword arguments for `psycopg.connect` (TCP keepalives
+            are on by default).
+        lease_heartbeat: renew held thread leases in a background thread, so a
+            superstep that runs longer than the lease (60 s) keeps its thread.
+        serde: the serializer (default: `Serializer()` with the default registry).
+
+    Opening the saver connects and brings the schema up to date (an older schema is
+    migrated, a newer one is refused with `SchemaVersionError`). Use it as a context
+    manager, or call `close`. Sync and async runs use the same object: the ``a``
+    methods run the sync ones in a worker thread.
+
+    Raises:
+        ConnectionError: no connection could be made (the message names the server).
+        SchemaVersionError: the database was written by a newer stepgraph.
+    """
+
+    def __init__(
+        self,
+        conninfo: str | None = None,
+        *,
+        pool: ConnectionPool | None = None,
+        schema: str = "public",
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 30.0,
+        max_idle: float = 300.0,
+        max_lifetime: float = 3600.0,
+        check: bool = True,
+        retries: int = 5,
+        retry_backoff: float = 0.05,
+        prepare_threshold: int | None = 5,
+        connect_kwargs: Mapping[str, Any] | None = None,
+        lease_heartbeat: bool = True,
+        serde: Serializer | None = None,
+    ) -> None:
+        super().__init__(serde=serde)
+        if (conninfo is None) == (pool is None):
+            raise TypeError("PostgresSaver needs exactly one of conninfo= or pool=")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+        if not (isinstance(retry_backoff, int | float) and retry_backoff >= 0):
+            raise ValueError(f"retry_backoff must be a number >= 0, got {retry_backoff!r}")
+        self.schema = schema
+        self._s = quote_schema(schema)
+        self.retries = retries
+        self.retry_backoff = float(retry_backoff)
+        self._local = threading.local()
+        self._closed = False
+        self._fence_lock = threading.Lock()
+        self._fences: dict[str, str] = {}  # thread -> the owner this saver holds it as
+        self._heartbeat_on = lease_heartbeat
+        self._heartbeat: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._sql = _Statements(self._s)
+        if pool is not None:
+            self._pool = pool
+            self._owns = False
+            self.where = f"{_describe(str(pool.conninfo))} schema {schema}"
+        else:
+            assert conninfo is not None
+            self.where = f"{_describe(conninfo)} schema {schema}"
+            kwargs: dict[str, Any] = {
+                "autocommit": True,
+                "prepare_threshold": prepare_threshold,
+                "keepalives": 1,
+                "keepalives_idle": 30,
+                "keepalives_interval": 10,
+                "keepalives_count": 3,
+            }
+            kwargs.update(connect_kwargs or {})
+            self._pool = ConnectionPool(
+                conninfo,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=timeout,
+                max_idle=max_idle,
+                max_lifetime=max_lifetime,
+                check=ConnectionPool.check_connection if check else None,
+                kwargs=kwargs,
+                name="stepgraph",
+                open=False,
+            )
+            self._owns = True
+        try:
+            if self._owns:
+                self._pool.open(wait=True, timeout=timeout)
+            self.setup()
+        except PoolTimeout as exc:
+            self.close()
+            raise ConnectionError(
+                f"cannot connect to PostgreSQL at {self.where} within {timeout:g}s: check "
+                "that the server is running and reachable and that the connection string "
+                "(user, password, database) is right"
+            ) from exc
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    @contextmanager
+    def from_conn_string(cls, conninfo: str, **options: Any) -> Iterator[Self]:
+        """A saver that the ``with`` block closes when it ends (LangGraph's shape).
+
+        Args:
+            conninfo: a libpq connection string or URL.
+            options: any keyword argument of `PostgresSaver`.
+        """
+        saver = cls(conninfo, **options)
+        try:
+            yield saver
+        finally:
+            saver.close()
+
+    def setup(self) -> None:
+        """Create or upgrade the schema; cheap when it is up to date.
+
+        The saver calls it when it opens; it is public for LangGraph's shape and for
+        deploy scripts that want to migrate before starting workers.
+        """
+        with self._pool.connection() as conn:
+            migrate(conn, schema=self.schema, where=self.where)
+
+    def close(self) -> None:
+        """Stop the heartbeat and close the pool the saver opened (one passed in stays)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=5)
+        if self._owns:
+            self._pool.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresSaver({self.where!r})"
+
+    # -- connections, transactions and retries ---------------------------------------
+
+    def _attempts(self, work: Callable[[], T]) -> T:
+        """Run ``work``, again on a fresh connection if its connection broke."""
+        delay = self.retry_backoff
+        tries = 0
+        while True:
+            if self._closed:
+                raise RuntimeError(
+                    f"{self!r} is closed; open a new PostgresSaver (or keep using it inside "
+                    "its `with` block)"
+                )
+            try:
+                return work()
+            except psycopg.OperationalError as exc:
+                if not _retryable(exc) or tries >= self.retries:
+                    if tries:
+                        exc.add_note(f"stepgraph: gave up after {tries + 1} tries")
+                    raise
+            tries += 1
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _use(
+        self, work: Callable[[psycopg.Connection[Any]], T], *, read: bool, retry: bool = True
+    ) -> T:
+        """Run ``work`` in one transaction; nested calls join the outer transaction."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return work(conn)
+
+        def once() -> T:
+            after: builtins.list[Callable[[], None]] = []
+            with self._pool.connection() as c:
+                self._local.conn = c
+                self._local.after = after
+                try:
+                    if read:
+                        with c.transaction():
+                            c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                            result = work(c)
+                    else:
+                        with c.pipeline(), c.transaction():
+                            result = work(c)
+                except psycopg.Error as exc:
+                    _raise_fence(exc)
+                    raise
+                finally:
+                    self._local.conn = None
+                    self._local.after = None
+            for job in after:
+                job()
+            return result
+
+        return self._attempts(once) if retry else once()
+
+    def _reading(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        return self._use(work, read=True)
+
+    def _writing(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        return self._use(work, read=False)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Store every write made inside the block in one pipelined transaction.
+
+        Runs use it to commit a superstep's pending writes and checkpoint together.
+        If the connection breaks inside the block, the block fails (it cannot be
+        run again from here); a run then stores each write on its own, each retried.
+        """
+        if getattr(self._local, "conn", None) is not None:
+            yield
+            return
+        after: builtins.list[Callable[[], None]] = []
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed; open a new PostgresSaver")
+        with self._pool.connection() as c:
+            self._local.conn = c
+            self._local.after = after
+            try:
+                with c.pipeline(), c.transaction():
+                    yield
+            except psycopg.Error as exc:
+                _raise_fence(exc)
+                raise
+            finally:
+                self._local.conn = None
+                self._local.after = None
+        for job in after:
+            job()
+
+    # -- reading: one snapshot per call -----------------------------------------------
+
+    def get_tuple(self, config: Mapping[str, Any]) -> CheckpointTuple | None:
+        return self._reading(lambda _c: super(PostgresSaver, self).get_tuple(config))
+
+    def list(
+        self,
+        config: Mapping[str, Any] | None,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        before: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        found = self._reading(
+            lambda _c: builtins.list(
+                super(PostgresSaver, self).list(config, filter=filter, before=before, limit=limit)
+            )
+        )
+        yield from found
+
+    def _load_refs(self, key: WriteKey) -> bytes | None:
+        row = self._reading(lambda c: c.execute(self._sql.load_refs, key).fetchone())
+        return None if row is None else bytes(row[0])
+
+    def _select(
+        self,
+        thread: str | None,
+        ns: str | None,
+        checkpoint_id: str | None,
+        filter: dict[str, Any] | None,
+        before_id: str | None,
+        limit: int | None,
+    ) -> builtins.list[StoredRow]:
+        """One query, newest first (more pages only when Python rejects pushed rows).
+
+        Metadata filters on str, int, float, bool and None values are pushed into SQL
+        on the ``jsonb`` copy of the metadata, as a superset of the matches; every
+        filter is then checked again in Python with ``==``, as `InMemorySaver` does.
+        """
+        if limit == 0:
+            return []
+        where: builtins.list[str] = []
+        params: builtins.list[Any] = []
+        for column, value in (
+            ("c.thread_id", thread),
+            ("c.checkpoint_ns", ns),
+            ("c.checkpoint_id", checkpoint_id),
+        ):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        if before_id is not None:
+            where.append(_BEFORE.replace("{s}", self._s))
+            params.append(before_id)
+        if filter:
+            pushed, pushed_params = _pushdown(filter)
+            where += pushed
+            params += pushed_params
+        serde = self.serde
+        select = _SELECT.replace("{s}", self._s)
+
+        def work(conn: psycopg.Connection[Any]) -> builtins.list[StoredRow]:
+            out: builtins.list[StoredRow] = []
+            after: int | None = None  # the last seq seen, for the next page
+            page = limit
+            while True:
+                clauses = [*where, "c.seq < %s"] if after is not None else where
+                sql = select
+                if clauses:
+                    sql += " WHERE " + " AND ".join(clauses)
+                sql += " ORDER BY c.seq DESC"
+                args = [*params, after] if after is not None else builtins.list(params)
+                if page is not None:
+                    sql += " LIMIT %s"
+                    args.append(page)
+                rows = conn.execute(sql, args).fetchall()
+                for _seq, t, n, cid, parent, body, refs, meta in rows:
+                    if filter and not matches(serde.loads(meta, path="metadata"), filter):
+                        continue
+                    out.append(StoredRow(t, n, cid, parent, body, refs, meta))
+                if page is None or limit is None or len(rows) < page or len(out) >= limit:
+                    break
+                after = rows[-1][0]
+                page *= 2
+            return out if limit is None else out[:limit]
+
+        return self._reading(work)
+
+    def _blobs(self, keys: Sequence[str]) -> Mapping[str, bytes]:
+        """The blobs with these hashes, and every blob their delta chains extend."""
+        return self._reading(
+            lambda c: dict(c.execute(self._sql.blobs, (builtins.list(keys),)).fetchall())
+        )
+
+    def _writes(self, keys: Sequence[WriteKey]) -> Mapping[WriteKey, builtins.list[StoredWrite]]:
+        unique = builtins.list(dict.fromkeys(keys))
+        columns = [[k[i] for k in unique] for i in range(3)]
+
+        def work(conn: psycopg.Connection[Any]) -> dict[WriteKey, builtins.list[StoredWrite]]:
+            out: dict[WriteKey, builtins.list[StoredWrite]] = {}
+            for thread, ns, cid, task_id, idx, channel, value in conn.execute(
+                self._sql.writes, columns
+            ):
+                out.setdefault((thread, ns, cid), []).append((task_id, idx, channel, value))
+            return out
+
+        return self._reading(work) if unique else {}
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _fence(self, conn: psycopg.Connection[Any], thread: str) -> None:
+        with self._fence_lock:
+            owner = self._fences.get(thread)
+        if owner is not None:
+            conn.execute(self._sql.fence, (thread, owner))
+
+    def _insert_blobs(self, conn: psycopg.Connection[Any], blobs: Mapping[str, bytes]) -> None:
+        # Run even with no blobs: the statement takes the table lock that keeps the
+        # garbage collector from removing a blob this transaction goes on to reference.
+        rows = [_blob_row(k, data) for k, data in blobs.items()]
+        conn.execute(self._sql.insert_blobs, [builtins.list(col) for col in _columns(rows, 4)])
+
+    def _store(self, prepared: PreparedPut) -> None:
+        address = (prepared.thread, prepared.ns, prepared.checkpoint_id)
+        hashes = sorted({ref[0] for ref in prepared.refs.values()})
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            self._fence(conn, prepared.thread)
+            self._insert_blobs(conn, prepared.blobs)
+            # A re-put replaces the row and moves it to newest; its pending writes stay.
+            old = conn.execute(self._sql.drop_refs_of, address)
+            conn.execute(self._sql.drop_checkpoint, address)
+            conn.execute(
+                self._sql.insert_checkpoint,
+                (
+                    *address,
+                    prepared.parent_id,
+                    prepared.checkpoint,
+                    prepared.refs_bytes,
+                    prepared.metadata,
+                    metadata_json(prepared.metadata_plain),
+                    hashes,
+                ),
+            )
+            self._local.after.append(lambda: self._collect_later(old))
+
+        self._writing(work)
+
+    def _collect_later(self, cursor: psycopg.Cursor[Any]) -> None:
+        """Collect the blobs a replaced checkpoint named, once the new one is stored."""
+        seeds = sorted({row[0] for row in cursor.fetchall()})
+        if seeds:
+            self._writing(lambda c: self._collect(c, seeds))
+
+    def _collect(self, conn: psycopg.Connection[Any], seeds: Sequence[str]) -> None:
+        seeds = [s for s in seeds if s is not None]
+        if seeds:
+            conn.execute(self._sql.lock_blobs)
+            conn.execute(self._sql.collect, (builtins.list(seeds),))
+
+    def _store_writes(
+        self,
+        key: WriteKey,
+        task_id: str,
+        task_path: str,
+        rows: Sequence[tuple[int, str, bytes]],
+        blobs: Mapping[str, bytes],
+    ) -> None:
+        ordinary = [
+            (*key, task_id, i, ch, data, write_blob(data), task_path)
+            for i, ch, data in rows
+            if i >= 0
+        ]
+        special = [
+            (*key, task_id, i, ch, data, write_blob(data), task_path)
+            for i, ch, data in rows
+            if i < 0
+        ]
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            self._fence(conn, key[0])
+            if blobs:
+                self._insert_blobs(conn, blobs)
+            # A retried save of ordinary writes is a no-op (the first copy wins);
+            # special writes (error, interrupt, ...) are replaced, the last one wins.
+            if ordinary:
+                conn.execute(self._sql.insert_writes, _columns(ordinary, 9))
+            if special:
+                conn.execute(self._sql.upsert_writes, _columns(special, 9))
+
+        self._writing(work)
+
+    def _delete_threads(self, threads: Sequence[str]) -> None:
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(self._sql.lock_blobs)
+            doomed = builtins.list(threads)
+            seeds = conn.execute(self._sql.delete_threads, (doomed, doomed)).fetchall()
+            self._collect(conn, [h for (h,) in seeds])
+
+        self._writing(work)
+
+    def _keep_latest(self, threads: Sequence[str], keep: int) -> None:
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(self._sql.lock_blobs)
+            seeds = conn.execute(self._sql.keep_latest, (builtins.list(threads), keep)).fetchall()
+            self._collect(conn, [h for (h,) in seeds])
+
+        self._writing(work)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every namespace of a thread, in order, with its pending writes.
+
+        The copies get the same checkpoint ids and new places at the newest end; a
+        target checkpoint with a copied id is replaced, as a re-put would be. Blobs
+        are shared, not copied. Copying a thread onto itself changes nothing.
+        """
+        src, dst = str(source_thread_id), str(target_thread_id)
+        if src == dst:
+            return
+        self._forget_thread(dst)
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(self._sql.lock_blobs)
+            self._fence(conn, dst)
+            seeds = [h for (h,) in conn.execute(self._sql.copy_drop, (dst, src)).fetchall()]
+            conn.execute(self._sql.copy_checkpoints, (dst, src))
+            conn.execute(self._sql.copy_refs, (src, dst))
+            seeds += [h for (h,) in conn.execute(self._sql.copy_drop_writes, (dst, src))]
+            conn.execute(self._sql.copy_writes, (dst, src))
+            self._collect(conn, seeds)
+
+        self._writing(work)
+
+    # -- the thread lease, shared by every worker using the database --------------------
+
+    def _lease_try(self, thread: str, owner: str, ttl: float) -> str | None:
+        """Take or renew the lease; None on success, else the current holder.
+
+        The lease row's expiry is computed by the server's clock, so workers on
+        machines whose clocks disagree still agree on when a lease ran out. A holder
+        that is a dead process on this machine is taken over at once.
+        """
+
+        def work(conn: psycopg.Connection[Any]) -> str | None:
+            row = conn.execute(self._sql.lease_take, (thread, owner, ttl, None)).fetchone()
+            if row is not None:
+                return None
+            held = conn.execute(self._sql.lease_holder, (thread,)).fetchone()
+            if held is None:  # released in between: try once more
+                row = conn.execute(self._sql.lease_take, (thread, owner, ttl, None)).fetchone()
+                return None if row is not None else "another worker"
+            holder = str(held[0])
+            if owner_is_dead(holder):
+                row = conn.execute(self._sql.lease_take, (thread, owner, ttl, holder)).fetchone()
+                if row is not None:
+                    return None
+            return holder
+
+        holder = self._attempts(lambda: self._use(work, read=False, retry=False))
+        if holder is None:
+            with self._fence_lock:
+                self._fences[thread] = owner
+            self._start_heartbeat()
+        return holder
+
+    def _lease_release(self, thread: str, owner: str) -> None:
+        with self._fence_lock:
+            if self._fences.get(thread) == owner:
+                del self._fences[thread]
+        self._writing(lambda c: c.execute(self._sql.lease_release, (thread, owner)))
+
+    def _start_heartbeat(self) -> None:
+        if not self._heartbeat_on or self._heartbeat is not None:
+            return
+        with self._fence_lock:
+            if self._heartbeat is not None:
+                return
+            self._heartbeat = threading.Thread(
+                target=self._beat, name="stepgraph-lease-heartbeat", daemon=True
+            )
+            self._heartbeat.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(LEASE_TTL / 3):
+            with self._fence_lock:
+                held = builtins.list(self._fences.items())
+            for thread, owner in held:
+                try:
+                    self._renew(thread, owner)
+                except Exception:
+                    continue  # the next beat tries again; a lost lease fails the next write
+
+    def _renew(self, thread: str, owner: str) -> None:
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(self._sql.lease_renew, (LEASE_TTL, thread, owner))
+
+        self._writing(work)
+
+
+class _Statements:
+    """Every statement the saver runs, with the schema filled in once."""
+
+    def __init__(self, s: str) -> None:
+        def q(sql: str) -> str:
+            return sql.replace("{s}", s)
+
+        self.lock_blobs = q(_LOCK_BLOBS)
+        self.collect = q(_COLLECT)
+        self.insert_blobs = q(_INSERT_BLOBS)
+        self.load_refs = q(
+            "SELECT refs FROM {s}stepgraph_checkpoints "
+            "WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s"
+        )
+        self.blobs = q(
+            """WITH RECURSIVE chain(hash) AS (
+                SELECT unnest(%s::text[]) COLLATE "C"
+                UNION
+                SELECT b.base FROM {s}stepgraph_blobs AS b JOIN chain ON b.hash = chain.hash
+                WHERE b.base IS NOT NULL
+            )
+            SELECT b.hash, b.data FROM {s}stepgraph_blobs AS b WHERE b.hash IN (
+                SELECT hash FROM chain
+                UNION
+                SELECT c.items FROM {s}stepgraph_blobs AS c JOIN chain ON c.hash = chain.hash
+                WHERE c.items IS NOT NULL
+            )"""
+        )
+        self.writes = q(
+            """SELECT w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.idx,
+                w.channel, w.value
+            FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(t, n, c)
+            JOIN {s}stepgraph_writes AS w
+                ON w.thread_id = k.t AND w.checkpoint_ns = k.n AND w.checkpoint_id = k.c
+            ORDER BY w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.idx"""
+        )
+        self.fence = q("SELECT {s}stepgraph_fence(%s, %s)")
+        address = "thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s"
+        self.drop_refs_of = q(
+            "DELETE FROM {s}stepgraph_blob_refs WHERE seq IN (SELECT seq FROM "
+            f"{{s}}stepgraph_checkpoints WHERE {address}) RETURNING hash"
+        )
+        self.drop_checkpoint = q(f"DELETE FROM {{s}}stepgraph_checkpoints WHERE {address}")
+        self.insert_checkpoint = q(
+            """WITH new AS (
+                INSERT INTO {s}stepgraph_checkpoints (thread_id, checkpoint_ns, checkpoint_id,
+                    parent_checkpoint_id, checkpoint, refs, metadata, metadata_json)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb)
+                RETURNING seq
+            )
+            INSERT INTO {s}stepgraph_blob_refs (seq, hash)
+            SELECT new.seq, h FROM new CROSS JOIN unnest(%s::text[]) AS h"""
+        )
+        self.insert_writes = q(
+            f"INSERT INTO {{s}}stepgraph_writes {_WRITE_COLUMNS} {_WRITE_ROWS} "
+            "ON CONFLICT DO NOTHING"
+        )
+        self.upsert_writes = q(
+            f"INSERT INTO {{s}}stepgraph_writes {_WRITE_COLUMNS} {_WRITE_ROWS} "
+            "ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE "
+            "SET channel = EXCLUDED.channel, value = EXCLUDED.value, blob = EXCLUDED.blob, "
+            "task_path = EXCLUDED.task_path"
+        )
+        # Seeds for the collector come back from each removal.
+        self.delete_threads = q(
+            """WITH doomed AS (
+                DELETE FROM {s}stepgraph_checkpoints WHERE thread_id = ANY(%s) RETURNING seq
+            ),
+            refs AS (
+                DELETE FROM {s}stepgraph_blob_refs AS r USING doomed AS d
+                WHERE r.seq = d.seq RETURNING r.hash
+            ),
+            w AS (
+                DELETE FROM {s}stepgraph_writes WHERE thread_id = ANY(%s) RETURNING blob
+            )
+            SELECT hash FROM refs UNION SELECT blob FROM w WHERE blob IS NOT NULL"""
+        )
+        self.keep_latest = q(
+            """WITH ranked AS (
+                SELECT seq, ROW_NUMBER() OVER (
+                    PARTITION BY thread_id, checkpoint_ns ORDER BY seq DESC
+                ) AS newer
+                FROM {s}stepgraph_checkpoints WHERE thread_id = ANY(%s)
+            ),
+            doomed AS (
+                DELETE FROM {s}stepgraph_checkpoints AS c USING ranked AS k
+                WHERE c.seq = k.seq AND k.newer > %s
+                RETURNING c.seq, c.thread_id, c.checkpoint_ns, c.checkpoint_id
+            ),
+            refs AS (
+                DELETE FROM {s}stepgraph_blob_refs AS r USING doomed AS d
+                WHERE r.seq = d.seq RETURNING r.hash
+            ),
+            w AS (
+                DELETE FROM {s}stepgraph_writes AS w USING doomed AS d
+                WHERE w.thread_id = d.thread_id AND w.checkpoint_ns = d.checkpoint_ns
+                    AND w.checkpoint_id = d.checkpoint_id
+                RETURNING w.blob
+            )
+            SELECT hash FROM refs UNION SELECT blob FROM w WHERE blob IS NOT NULL"""
+        )
+        same = (
+            "s.thread_id = %s AND s.checkpoint_ns = d.checkpoint_ns "
+            "AND s.checkpoint_id = d.checkpoint_id"
+        )
+        self.copy_drop = q(
+            f"""WITH doomed AS (
+                DELETE FROM {{s}}stepgraph_checkpoints AS d
+                USING {{s}}stepgraph_checkpoints AS s
+                WHERE d.thread_id = %s AND {same}
+                RETURNING d.seq
+            )
+            DELETE FROM {{s}}stepgraph_blob_refs AS r USING doomed
+            WHERE r.seq = doomed.seq RETURNING r.hash"""
+        )
+        self.copy_checkpoints = q(
+            """INSERT INTO {s}stepgraph_checkpoints (thread_id, checkpoint_ns, checkpoint_id,
+                parent_checkpoint_id, checkpoint, refs, metadata, metadata_json)
+            SELECT %s, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, refs,
+                metadata, metadata_json
+            FROM {s}stepgraph_checkpoints WHERE thread_id = %s ORDER BY seq"""
+        )
+        self.copy_refs = q(
+            f"""INSERT INTO {{s}}stepgraph_blob_refs (seq, hash)
+            SELECT d.seq, r.hash FROM {{s}}stepgraph_checkpoints AS d
+            JOIN {{s}}stepgraph_checkpoints AS s ON {same}
+            JOIN {{s}}stepgraph_blob_refs AS r ON r.seq = s.seq
+            WHERE d.thread_id = %s"""
+        )
+        replaced = """thread_id = %s AND (checkpoint_ns, checkpoint_id) IN (
+            SELECT checkpoint_ns, checkpoint_id FROM {s}stepgraph_writes WHERE thread_id = %s
+        )"""
+        self.copy_drop_writes = q(
+            f"DELETE FROM {{s}}stepgraph_writes WHERE {replaced} RETURNING blob"
+        )
+        self.copy_writes = q(
+            """INSERT INTO {s}stepgraph_writes (thread_id, checkpoint_ns, checkpoint_id,
+                task_id, idx, channel, value, blob, task_path)
+            SELECT %s, checkpoint_ns, checkpoint_id, task_id, idx, channel, value, blob,
+                task_path
+            FROM {s}stepgraph_writes WHERE thread_id = %s"""
+        )
+        # Take the lease if it is free, ours, expired, or held by a known-dead owner.
+        self.lease_take = q(
+            """INSERT INTO {s}stepgraph_leases AS l (thread_id, owner, expires_at)
+            VALUES (%s, %s, clock_timestamp() + make_interval(secs => %s))
+            ON CONFLICT (thread_id) DO UPDATE
+                SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
+                WHERE l.owner = EXCLUDED.owner OR l.expires_at <= clock_timestamp()
+                    OR l.owner = %s
+            RETURNING owner"""
+        )
+        self.lease_holder = q("SELECT owner FROM {s}stepgraph_leases WHERE thread_id = %s")
+        self.lease_renew = q(
+            "UPDATE {s}stepgraph_leases "
+            "SET expires_at = clock_timestamp() + make_interval(secs => %s) "
+            "WHERE thread_id = %s AND owner = %s"
+        )
+        self.lease_release = q(
+            "DELETE FROM {s}stepgraph_leases WHERE thread_id = %s AND owner = %s"
+        )
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def _retryable(exc: psycopg.OperationalError) -> bool:
+    """Whether the error means the connection (or the server) went away, or a
+    transient conflict: the transaction did not happen, or may run again safely."""
+    # A statement timeout or a cancel would only happen again.
+    return not isinstance(exc, pg_errors.QueryCanceled)
+
+
+def _raise_fence(exc: psycopg.Error) -> None:
+    """Turn the fence's error into `LeaseLostError`."""
+    if getattr(exc, "sqlstate", None) != FENCE_SQLSTATE:
+        return
+    diag = exc.diag
+    message = diag.message_primary or ""
+    thread = message.partition("thread ")[2].rpartition(" is no longer")[0]
+    holder = diag.message_detail or None
+    raise LeaseLostError(thread, holder) from None
+
+
+def _describe(conninfo: str) -> str:
+    """``host:port/dbname`` of a connection string, without secrets."""
+    try:
+        parts = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "<invalid connection string>"
+    host = parts.get("host") or parts.get("hostaddr") or "localhost"
+    port = parts.get("port") or "5432"
+    db = parts.get("dbname") or parts.get("user") or ""
+    return f"{host}:{port}/{db}"
+
+
+def _blob_row(key: str, data: bytes) -> tuple[str, str | None, str | None, bytes]:
+    """``(hash, base, items, data)``: a delta's links are columns, for chains and GC."""
+    found = links(data)
+    if found:
+        return key, found[0], found[1], data
+    return key, None, None, data
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> builtins.list[builtins.list[Any]]:
+    """Rows as ``width`` column lists, for ``unnest(%s, ...)``: one statement, any count."""
+    return [[row[i] for row in rows] for i in range(width)]
+
+
+def _pushdown(filter: Mapping[str, Any]) -> tuple[builtins.list[str], builtins.list[Any]]:
+    """SQL conditions that every row matching ``filter`` meets (a superset).
+
+    A number also matches the booleans Python finds equal to it (``1 == True``), as
+    jsonb keeps ``true`` and ``1`` apart. Values SQL cannot compare the way Python
+    does (containers, other types, keys with escapes) are left to the Python check.
+    """
+    clauses: builtins.list[str] = []
+    params: builtins.list[Any] = []
+    for key, value in filter.items():
+        if not isinstance(key, str) or not PLAIN_KEY.fullmatch(key) or not plain_text(key):
+            continue
+        if value is None:
+            candidates = ["null"]
+        elif isinstance(value, str):
+            if not plain_text(value):
+                continue
+            candidates = [json.dumps(str.__str__(value), ensure_ascii=False)]
+        elif isinstance(value, int | float):  # bool included
+            if isinstance(value, float) and not math.isfinite(value):
+                continue
+            if isinstance(value, int) and not INT64[0] <= value < INT64[1]:
+                continue
+            number = json_number(value)
+            candidates = [json.dumps(number)]
+            if value == 1:
+                candidates.append("true")
+            elif value == 0:
+                candidates.append("false")
+        else:
+            continue
+        clauses.append(
+            "c.metadata_json -> %s IN (" + ", ".join(["%s::jsonb"] * len(candidates)) + ")"
+        )
+        params += [key, *candidates]
+    return clauses, params
