@@ -238,9 +238,11 @@ def test_a_failing_migration_leaves_nothing_half_done(
     postgres_dsn: str, postgres_schema: str, admin: Admin
 ) -> None:
     broken = (*schema_mod.MIGRATIONS, ("CREATE TABLE {s}extra (x INT)", "SELECT 1/0"))
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        with pytest.raises(psycopg.errors.DivisionByZero):
-            schema_mod.migrate(conn, schema=postgres_schema, where="test", migrations=broken)
+    with (
+        psycopg.connect(postgres_dsn, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.DivisionByZero),
+    ):
+        schema_mod.migrate(conn, schema=postgres_schema, where="test", migrations=broken)
     # DDL is transactional: no table from the failed migration, no version bump, and
     # not even the earlier migrations of the same (failed) transaction.
     assert admin.one("SELECT to_regclass('extra')") is None
