@@ -233,14 +233,22 @@ class PostgresSaver(StoredSaver):
             self._owns = True
         try:
             if self._owns:
-                self._pool.open(wait=True, timeout=timeout)
-            self.setup()
-        except PoolTimeout as exc:
+                assert conninfo is not None
+                # One direct connection first: a refused connection, a wrong password or
+                # a missing database fails at once, with the server's own reason.
+                first_kwargs = {**kwargs, "connect_timeout": max(1, math.ceil(timeout))}
+                with psycopg.connect(conninfo, **first_kwargs) as first:
+                    migrate(first, schema=schema, where=self.where)
+                self._pool.open(wait=False)
+            else:
+                self.setup()
+        except (psycopg.OperationalError, PoolTimeout) as exc:
             self.close()
+            reason = " ".join(str(exc).split())
             raise ConnectionError(
-                f"cannot connect to PostgreSQL at {self.where} within {timeout:g}s: check "
-                "that the server is running and reachable and that the connection string "
-                "(user, password, database) is right"
+                f"cannot connect to PostgreSQL at {self.where}: {reason}. Check that the "
+                "server is running and reachable and that the connection string (user, "
+                "password, database) is right"
             ) from exc
         except BaseException:
             self.close()

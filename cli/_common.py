@@ -13,6 +13,7 @@ import importlib.util
 import json
 import sys
 import traceback
+import urllib.parse
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -219,16 +220,39 @@ def open_checkpointer(url: str | None = None) -> BaseCheckpointSaver:
         except Exception as exc:
             raise CliError(ExitCode.BAD_INPUT, f"cannot open {url}: {one_line(exc)}", None) from exc
     if url.startswith(("postgres://", "postgresql://")):
-        raise CliError(
-            ExitCode.BAD_INPUT,
-            "PostgreSQL checkpointers are not supported by the command line yet",
-            "use sqlite:///path/to/file.db or memory:",
-        )
+        return _open_postgres(url)
     raise CliError(
         ExitCode.BAD_INPUT,
         f"unknown checkpointer URL {url!r}",
-        "use sqlite:///path/to/file.db or memory:",
+        "use sqlite:///path/to/file.db, postgresql://user@host/db or memory:",
     )
+
+
+def _open_postgres(url: str) -> BaseCheckpointSaver:
+    """A `PostgresSaver` for a libpq URL; ``?schema=NAME`` picks the PostgreSQL schema."""
+    try:
+        from stepgraph.checkpoint.postgres import PostgresSaver
+    except ImportError as exc:
+        raise CliError(ExitCode.BAD_INPUT, one_line(exc), None) from exc
+    base, _, query = url.partition("?")
+    params = [p for p in query.split("&") if p]
+    schema = "public"
+    rest = []
+    for p in params:
+        key, _, value = p.partition("=")
+        if key == "schema":
+            schema = urllib.parse.unquote(value)
+        else:
+            rest.append(p)
+    conninfo = base + ("?" + "&".join(rest) if rest else "")
+    try:
+        return PostgresSaver(conninfo, schema=schema, timeout=10)
+    except Exception as exc:
+        raise CliError(
+            ExitCode.BAD_INPUT,
+            f"cannot open PostgreSQL checkpointer: {one_line(exc)}",
+            "check the URL (postgresql://user:password@host:5432/dbname) and the server",
+        ) from exc
 
 
 def close_checkpointer(saver: object) -> None:

@@ -285,3 +285,28 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert "Traceback" in done.stderr and "boom" in done.stderr
     done = cli(cwd, "draw", "broken.py:graph", code=2)
     assert "Traceback" not in done.stderr and "boom" in done.stderr
+
+
+def test_a_postgresql_checkpointer_url(
+    tmp_path: Path, postgres_dsn: str, postgres_schema: str
+) -> None:
+    (tmp_path / "graphs.py").write_text(GRAPHS)
+    sep = "&" if "?" in postgres_dsn else "?"
+    url = f"{postgres_dsn}{sep}schema={postgres_schema}"
+    args = ("--checkpointer", url)
+    cli(
+        tmp_path,
+        "run",
+        "graphs.py:graph",
+        "--input",
+        '{"n": 3, "log": []}',
+        "--thread",
+        "p1",
+        *args,
+    )
+    rows = cli_json(tmp_path, "threads", *args)
+    assert [(r["thread"], r["checkpoints"]) for r in rows] == [("p1", 4)]
+    history = cli_json(tmp_path, "history", "--thread", "p1", *args)
+    assert len(history) == 4
+    bad = cli(tmp_path, "threads", "--checkpointer", "postgresql://nobody@127.0.0.1:1/db", code=3)
+    assert "cannot open PostgreSQL checkpointer" in bad.stderr
