@@ -84,6 +84,15 @@ def _worker(task: Task, loop: RunLoop, put: Callable[[Any], None]) -> None:
         put(_Done(task, None))
 
 
+def _bind(loop: RunLoop, executor: Executor | None) -> None:
+    # An executor that runs node functions elsewhere (``stepgraph.engine.ray``) says
+    # so with this hook; everything else about the run (retries, writers, the
+    # barrier, checkpoints) stays here. A plain executor has no hook.
+    bind = getattr(executor, "_stepgraph_bind", None)
+    if bind is not None:
+        loop.remote = bind(loop)
+
+
 def drive_sync(
     loop: RunLoop, input: Any, executor: Executor | None, max_concurrency: int | None
 ) -> Iterator[Chunk]:
@@ -92,6 +101,8 @@ def drive_sync(
     loop.ts_sink = events.put
     owned: ThreadPoolExecutor | None = None
     try:
+        if executor is not None:
+            _bind(loop, executor)
         loop.start(input)
         yield from _flush(loop)
         while tasks := loop.tick():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -100,6 +100,9 @@ class RunLoop:
         # The tasks/debug/checkpoints stream modes are an instrument of this run's own.
         self._inst = with_stream_events(self, self._inst)
         self._call_pool: ThreadPoolExecutor | None = None
+        # Set by a driver whose executor runs node functions elsewhere (a Ray cluster):
+        # called instead of ``node.proc(input)``. None (the default) costs one test per task.
+        self.remote: Callable[[Task], Any] | None = None
         # task call id -> its writes, for calls finished in this run: a retried node
         # gets them back instead of running its finished task calls again
         self.call_results: dict[str, list[tuple[str, Any]]] = {}
@@ -482,27 +485,55 @@ class RunLoop:
 
     def task_config(self, task: Task) -> dict[str, Any]:
         """The config a task sees through ``get_config()`` or a ``config`` parameter."""
-        base = self.config
-        metadata = {
-            **base.get("metadata", {}),
-            **task.node.metadata,
-            "langgraph_step": task.step,
-            "langgraph_node": task.name,
-            "langgraph_triggers": task.triggers,
-            "langgraph_path": (
-                ("__pregel_pull", task.name)
-                if task.path[0] == 0
-                else ("__pregel_push", task.path[1], False)
-            ),
-            "langgraph_checkpoint_ns": task.namespace,
-        }
-        return {
-            **base,
-            "configurable": {**base.get("configurable", {}), "checkpoint_ns": task.namespace},
-            "metadata": metadata,
-            "tags": [*base.get("tags", []), *task.node.tags],
-            "recursion_limit": self.limit,
-        }
+        node = task.node
+        return task_config(
+            self.config,
+            self.limit,
+            name=task.name,
+            step=task.step,
+            triggers=task.triggers,
+            path=task.path,
+            namespace=task.namespace,
+            metadata=node.metadata,
+            tags=node.tags,
+        )
+
+
+def task_config(
+    base: dict[str, Any],
+    limit: int,
+    *,
+    name: str,
+    step: int,
+    triggers: tuple[str, ...],
+    path: tuple[Any, ...],
+    namespace: str,
+    metadata: Mapping[str, Any],
+    tags: Sequence[str],
+) -> dict[str, Any]:
+    """A task's config from its run's config and the task's own fields.
+
+    A function of plain values, so that a node running in another process (on a Ray
+    worker) can be given the same config as one running here.
+    """
+    meta = {
+        **base.get("metadata", {}),
+        **metadata,
+        "langgraph_step": step,
+        "langgraph_node": name,
+        "langgraph_triggers": triggers,
+        "langgraph_path": (
+            ("__pregel_pull", name) if path[0] == 0 else ("__pregel_push", path[1], False)
+        ),
+        "langgraph_checkpoint_ns": namespace,
+    }
+    return {
+        **base,
+        "configurable": {**base.get("configurable", {}), "checkpoint_ns": namespace},
+        "metadata": meta,
+        "tags": [*base.get("tags", []), *tags],
+        "recursion_limit": limit,
+    }
 
 
 def _persistence(

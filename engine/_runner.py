@@ -49,7 +49,8 @@ def task_steps(task: Task, run: RunLoop) -> Steps:
     """Call the node, then its writers; yield every awaitable they return."""
     node = task.node
     try:
-        output = node.proc(task.input)
+        remote = run.remote
+        output = node.proc(task.input) if remote is None else remote(task)
         if output is not None and type(output) is not dict and inspect.isawaitable(output):
             output = yield output
     except ParentCommand as bubble:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._core import _detach
-from ._drivers import _aworker, _close, _Done, _worker
+from ._drivers import _aworker, _bind, _close, _Done, _worker
 from ._interrupt import GraphInterrupt, Interrupt
 from ._loop import RunLoop
 from ._runner import run_sync
@@ -215,6 +215,8 @@ def _sync_steps(
     loop.ts_sink = events.put
     owned: ThreadPoolExecutor | None = None
     try:
+        if executor is not None:
+            _bind(loop, executor)
         loop.start(input)
         loop.out.clear()
         while tasks := loop.tick():

@@ -1,0 +1,536 @@
+"""Run a superstep's tasks on a Ray cluster (the ``stepgraph[ray]`` extra).
+
+``RayExecutor`` is a ``concurrent.futures.Executor`` for ``invoke``, ``stream``,
+``batch``-style loops and ``iter``::
+
+    from stepgraph.engine.ray import RayExecutor
+
+    with RayExecutor() as ray_executor:             # starts a local Ray, or uses the running one
+        graph.invoke(inputs, executor=ray_executor)
+
+Only the call of a node's function is shipped: the driver plans the superstep,
+hands each task's input to a Ray task, blocks a local thread on the result, and
+does everything else itself, as it does with a thread pool: cache lookups, the
+retry policy, the node's writers, the barrier (writes applied in task-path order),
+checkpoints and stream events. A step's outcome and its checkpoints are the ones
+the default thread pool gives.
+
+On the worker, node code may use its ``config``, ``runtime`` (context, step, node,
+attempt) and stream writer (its chunks reach the ``custom`` stream when the task
+returns). Whatever needs the driver's run (``interrupt()``, calls of ``@task``
+functions, running a graph inside the node) raises ``DriverOnlyError``: keep such
+nodes in the driver with ``RayExecutor(nodes=[...])`` naming only the nodes to ship.
+
+Ray moves functions, inputs and results between processes with (cloud)pickle. That
+is transport between processes you run, not storage: what a run saves still goes
+through the checkpoint serializer, which never unpickles anything.
+
+See ``docs/distributed.md``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
+
+try:
+    import ray
+    from ray.exceptions import RaySystemError, RayTaskError, WorkerCrashedError
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "stepgraph.engine.ray needs Ray: pip install 'stepgraph[ray]' (or ray>=2.40)"
+    ) from exc
+
+from ._loop import task_config
+from ._runtime import Runtime, TaskContext, _no_op_writer, current_task
+from .errors import GraphRunError
+
+if TYPE_CHECKING:
+    from ._loop import RunLoop
+    from ._program import NodeSpec
+    from ._task import Task
+
+__all__ = ["RayExecutor", "DriverOnlyError"]
+
+_DEFAULT_OPTIONS: dict[str, Any] = {"num_cpus": 1, "max_retries": 3}
+# Options that would change what a Ray task means to the driver: application errors
+# are retried by the node's RetryPolicy (where the stream and the attempt count see
+# them), and a task has exactly one result.
+_REFUSED_OPTIONS = {
+    "retry_exceptions": "retry a node's errors with its RetryPolicy (add_node(..., "
+    "retry_policy=RetryPolicy(...))): the driver counts and streams those attempts",
+    "num_returns": "a node's task returns one value",
+}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class DriverOnlyError(GraphRunError):
+    """Node code running on a Ray worker used something only the driver has.
+
+    ``interrupt()``, ``@task`` calls and graphs run inside a node need the run that
+    lives in the driver process. So does ``get_config()``/``get_runtime()`` when the
+    run's config or context could not be sent to the workers. Not retried by the
+    default retry policy (a ``RuntimeError``).
+
+    Attributes:
+        node: the node that was running.
+        message: the full explanation.
+    """
+
+    def __init__(self, message: str, *, node: str) -> None:
+        super().__init__(message)
+        self.node = node
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:  # it travels back from the worker
+        return (_rebuild_driver_only, (self.message, self.node))
+
+
+def _rebuild_driver_only(message: str, node: str) -> DriverOnlyError:
+    return DriverOnlyError(message, node=node)
+
+
+# -- the worker side ----------------------------------------------------------------
+
+
+class _TaskInfo(NamedTuple):
+    """What a worker needs to know about the task besides its input (small, per task)."""
+
+    name: str
+    step: int
+    attempt: int
+    triggers: tuple[str, ...]
+    path: tuple[Any, ...]
+    namespace: str
+    stream: bool  # the caller streams "custom": keep the node's chunks
+
+
+class _Shared(NamedTuple):
+    """The run's config and context, sent once per run."""
+
+    config: dict[str, Any]
+    limit: int
+    context: Any
+
+
+class _NotShipped(NamedTuple):
+    """Stands in for ``_Shared`` when the run's config or context cannot be pickled."""
+
+    reason: str
+
+
+class _WorkerContext:
+    """The driver's ``TaskContext`` as far as a worker can have it.
+
+    Installed in ``current_task`` while the node runs, so ``get_config()``,
+    ``get_runtime()``, ``get_stream_writer()`` and injected ``config``/``runtime``/
+    ``writer`` parameters work. Everything else (``task``, ``run``, ``scratch``,
+    ``calls``) belongs to the driver: touching it raises ``DriverOnlyError``.
+    """
+
+    __slots__ = ("chunks", "info", "metadata", "shared", "tags", "writer")
+
+    def __init__(
+        self,
+        info: _TaskInfo,
+        metadata: Mapping[str, Any],
+        tags: tuple[str, ...],
+        shared: _Shared | _NotShipped,
+    ) -> None:
+        self.info = info
+        self.metadata = metadata
+        self.tags = tags
+        self.shared = shared
+        self.chunks: list[Any] = []
+        self.writer: Callable[[Any], None] = self.chunks.append if info.stream else _no_op_writer
+
+    def _shared(self, what: str) -> _Shared:
+        shared = self.shared
+        if isinstance(shared, _NotShipped):
+            raise DriverOnlyError(
+                f"node {self.info.name!r} runs on a Ray worker and asked for {what}, but the "
+                f"run's config and context could not be sent to the workers "
+                f"({shared.reason}); make them picklable, or keep the node in the driver: "
+                "RayExecutor(nodes=[...]) naming only the nodes to ship",
+                node=self.info.name,
+            )
+        return shared
+
+    @property
+    def config(self) -> dict[str, Any]:
+        shared = self._shared("its config")
+        info = self.info
+        return task_config(
+            shared.config,
+            shared.limit,
+            name=info.name,
+            step=info.step,
+            triggers=info.triggers,
+            path=info.path,
+            namespace=info.namespace,
+            metadata=self.metadata,
+            tags=self.tags,
+        )
+
+    def runtime(self) -> Runtime[Any]:
+        info = self.info
+        return Runtime(
+            context=self._shared("its runtime context").context,
+            stream_writer=self.writer,
+            step=info.step,
+            node=info.name,
+            attempt=info.attempt,
+        )
+
+    def _driver_only(self) -> DriverOnlyError:
+        name = self.info.name
+        return DriverOnlyError(
+            f"node {name!r} runs on a Ray worker (RayExecutor), where interrupt(), @task "
+            "calls and graphs run inside a node are not available: they need the run in "
+            "the driver process. Keep the node in the driver with RayExecutor(nodes=[...]) "
+            f"naming only the nodes to ship (not {name!r})",
+            node=name,
+        )
+
+    @property
+    def task(self) -> Any:
+        raise self._driver_only()
+
+    @property
+    def run(self) -> Any:
+        raise self._driver_only()
+
+    @property
+    def scratch(self) -> Any:
+        raise self._driver_only()
+
+    @property
+    def calls(self) -> Any:
+        raise self._driver_only()
+
+
+def _run_on_worker(
+    node: tuple[Callable[[Any], Any], Mapping[str, Any], tuple[str, ...]],
+    input: Any,
+    info: _TaskInfo,
+    shared: _Shared | _NotShipped,
+) -> tuple[Any, list[Any]]:
+    """The Ray task: call the node's function; return its output and its custom chunks."""
+    proc, metadata, tags = node
+    ctx = _WorkerContext(info, metadata, tags, shared)
+    token = current_task.set(cast(TaskContext, ctx))  # duck-typed: see _WorkerContext
+    try:
+        output = proc(input)
+    finally:
+        current_task.reset(token)
+    if inspect.isawaitable(output):
+        close = getattr(output, "close", None)
+        if close is not None:
+            close()
+        raise TypeError(
+            f"node {info.name!r} returned an awaitable on a Ray worker; the RayExecutor "
+            "runs sync nodes only (invoke()/stream()/iter())"
+        )
+    return output, ctx.chunks
+
+
+# -- the driver side ----------------------------------------------------------------
+
+
+class RayExecutor(Executor):
+    """Runs the node functions of a superstep's tasks as Ray tasks.
+
+    Pass it as ``executor=`` to ``invoke``, ``stream`` or ``iter``. The driver keeps
+    the superstep loop, retries, caching, writers, the barrier and checkpoints; each
+    shipped task blocks one local thread while its Ray task runs.
+
+    Args:
+        address: where Ray runs. If Ray is already initialized in this process, that
+            connection is used and ``address`` and ``init_kwargs`` are ignored.
+            Otherwise ``ray.init(address, **init_kwargs)`` is called: ``None`` starts
+            a local instance (or joins the one ``RAY_ADDRESS`` names), ``"auto"``
+            joins the cluster this machine belongs to, ``"ray://host:10001"``
+            connects through Ray Client.
+        nodes: the nodes whose tasks go to Ray. ``None`` (the default) ships every
+            node that can be shipped; a subgraph node and an async node always run
+            in the driver. A list names the nodes to ship (the others run on local
+            threads); a mapping does the same and gives each named node its own Ray
+            options, merged over ``remote_options`` (e.g. ``{"embed": {"num_gpus": 1}}``).
+            Names are checked against the graph when a run starts.
+        max_in_flight: how many tasks may wait on Ray at once (local threads that
+            block on a result). Default: twice the cluster's CPUs, at least 16. A
+            Send fan-out larger than this runs in waves.
+        remote_options: options of every Ray task, as for ``ray.remote``: default
+            ``{"num_cpus": 1, "max_retries": 3}``. ``max_retries`` is how often Ray
+            reruns a task whose worker process died; errors the node raises are
+            retried by the node's ``RetryPolicy`` instead (``retry_exceptions`` is
+            refused).
+        init_kwargs: keyword arguments of ``ray.init`` when this executor starts
+            Ray (``num_cpus``, ``runtime_env``, ``include_dashboard``, ...).
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        nodes: Iterable[str] | Mapping[str, Mapping[str, Any]] | None = None,
+        max_in_flight: int | None = None,
+        remote_options: Mapping[str, Any] | None = None,
+        init_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        if max_in_flight is not None and (
+            not isinstance(max_in_flight, int) or isinstance(max_in_flight, bool)
+        ):
+            raise TypeError(f"max_in_flight must be an int, got {max_in_flight!r}")
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        if isinstance(nodes, str):
+            raise TypeError(f"nodes must be a list of node names, got the string {nodes!r}")
+        per_node: dict[str, Mapping[str, Any]] | None = None
+        if isinstance(nodes, Mapping):
+            per_node = {name: dict(opts or {}) for name, opts in nodes.items()}
+        elif nodes is not None:
+            per_node = {name: {} for name in nodes}
+        base = {**_DEFAULT_OPTIONS, **(remote_options or {})}
+        for opts in [base, *(per_node or {}).values()]:
+            _check_options(opts)
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            ray.init(address, **dict(init_kwargs or {}))
+        try:
+            remote = ray.remote(_run_on_worker)
+            self._remote = remote.options(**base)  # Ray checks the options here
+            self._remote_for = {
+                name: remote.options(**{**base, **opts})
+                for name, opts in (per_node or {}).items()
+                if opts
+            }
+            if max_in_flight is None:
+                cpus = int(ray.cluster_resources().get("CPU", 1))
+                max_in_flight = max(16, 2 * cpus)
+        except BaseException:
+            if self._owns_ray:
+                ray.shutdown()
+            raise
+        self._nodes = None if per_node is None else tuple(per_node)
+        self.max_in_flight: int = max_in_flight
+        self._pool = ThreadPoolExecutor(
+            max_workers=max_in_flight, thread_name_prefix="stepgraph-ray"
+        )
+        self._lock = threading.Lock()
+        self._in_flight: set[Any] = set()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        nodes = "all" if self._nodes is None else list(self._nodes)
+        return f"RayExecutor(nodes={nodes}, max_in_flight={self.max_in_flight})"
+
+    # -- concurrent.futures.Executor -------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run ``fn`` on one of the local threads (the driver hands its tasks here)."""
+        return self._pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the local threads; ``cancel_futures`` also cancels Ray tasks in flight.
+
+        If this executor started Ray (or connected to it), it stops (or disconnects)
+        Ray too; a Ray that was running before is left running.
+        """
+        self._closed = True
+        self._pool.shutdown(wait=False, cancel_futures=cancel_futures)
+        if cancel_futures:
+            with self._lock:
+                refs = list(self._in_flight)
+            for ref in refs:
+                ray.cancel(ref)
+        if wait:
+            self._pool.shutdown(wait=True)
+        if self._owns_ray:
+            self._owns_ray = False
+            ray.shutdown()
+
+    # -- the hook the sync drivers call once per run -----------------------------------
+
+    def _stepgraph_bind(self, loop: RunLoop) -> Callable[[Task], Any] | None:
+        if self._closed:
+            raise RuntimeError("this RayExecutor was shut down; make a new one")
+        graph = loop.graph
+        program = graph.program
+        # An @entrypoint (the only graph that streams from inside its lone task) runs
+        # its body in the driver, where the @task calls it makes run.
+        workflow = graph.stream_eager
+        if self._nodes is None:
+            chosen = {
+                n: s for n, s in program.nodes.items() if not workflow and _stays_local(s) is None
+            }
+        else:
+            chosen = {}
+            problems = []
+            for name in self._nodes:
+                spec = program.nodes.get(name)
+                if spec is None:
+                    problems.append(f"{name!r}: it is not a node of this graph")
+                elif workflow:
+                    problems.append(
+                        f"{name!r}: it is an @entrypoint, which runs in the driver with its "
+                        "@task calls"
+                    )
+                elif (why := _stays_local(spec)) is not None:
+                    problems.append(f"{name!r}: it {why}")
+                else:
+                    chosen[name] = spec
+            if problems:
+                known = sorted(n for n, s in program.nodes.items() if not s.hidden)
+                raise ValueError(
+                    f"RayExecutor(nodes=...) cannot ship {'; '.join(problems)} "
+                    f"(graph {graph.name!r} has nodes {known})"
+                )
+        if not chosen:
+            return None
+        shared = _Shared(loop.config, loop.limit, loop.context)
+        return _RayRun(self, chosen, shared)
+
+    def _call(self, remote: Any, args: tuple[Any, ...]) -> Any:
+        """Start a Ray task and wait for it, cancellable by ``shutdown``."""
+        ref = remote.remote(*args)
+        with self._lock:
+            self._in_flight.add(ref)
+        try:
+            return ray.get(ref)
+        finally:
+            with self._lock:
+                self._in_flight.discard(ref)
+
+
+def _check_options(options: Mapping[str, Any]) -> None:
+    for key, why in _REFUSED_OPTIONS.items():
+        if key in options:
+            raise ValueError(f"RayExecutor does not take the Ray option {key!r}: {why}")
+
+
+def _stays_local(spec: NodeSpec) -> str | None:
+    """Why a node cannot be shipped, or None if it can."""
+    if spec.hidden:
+        return "is internal to the graph"
+    if spec.subgraph is not None:
+        return (
+            "is a subgraph: its supersteps run in the driver (nodes of a subgraph run on "
+            "local threads)"
+        )
+    if spec.is_async:
+        return "is async: the RayExecutor runs with invoke()/stream()/iter(), sync nodes only"
+    return None
+
+
+class _RayRun:
+    """One run's use of a ``RayExecutor``: called instead of ``node.proc(input)``.
+
+    What every task of the run shares is put in Ray's object store once: each shipped
+    node's function (with its metadata and tags) and the run's config and context.
+    """
+
+    __slots__ = ("_lock", "_nodes", "_refs", "_shared", "_shared_ref", "executor")
+
+    def __init__(self, executor: RayExecutor, nodes: dict[str, NodeSpec], shared: _Shared) -> None:
+        self.executor = executor
+        self._nodes = nodes
+        self._shared = shared
+        self._refs: dict[str, Any] = {}
+        self._shared_ref: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self, task: Task) -> Any:
+        node = task.node
+        if self._nodes.get(task.name) is not node:
+            return node.proc(task.input)
+        ctx = current_task.get()  # the driver's context of this attempt
+        stream = ctx is not None and ctx.writer is not _no_op_writer
+        info = _TaskInfo(
+            task.name, task.step, task.attempt, task.triggers, task.path, task.namespace, stream
+        )
+        executor = self.executor
+        remote = executor._remote_for.get(task.name, executor._remote)
+        args = (self._node_ref(node), task.input, info, self._shared_put())
+        try:
+            output, chunks = executor._call(remote, args)
+        except RayTaskError as err:
+            raise _unwrap(err, task.name) from None
+        except WorkerCrashedError as err:
+            err.add_note(
+                f"the Ray worker running node {task.name!r} died, and Ray gave up rerunning "
+                "it (remote_options max_retries); a RetryPolicy that retries "
+                "WorkerCrashedError tries again from the driver"
+            )
+            raise
+        except TypeError as err:  # the input could not be pickled for Ray
+            err.add_note(f"while sending the input of node {task.name!r} to a Ray worker")
+            raise
+        if chunks and ctx is not None:
+            for chunk in chunks:  # the custom stream gets them when the task returns
+                ctx.writer(chunk)
+        return output
+
+    def _node_ref(self, node: NodeSpec) -> Any:
+        ref = self._refs.get(node.name)
+        if ref is None:
+            with self._lock:
+                ref = self._refs.get(node.name)
+                if ref is None:
+                    try:
+                        ref = ray.put((node.proc, node.metadata, node.tags))
+                    except Exception as exc:
+                        raise TypeError(
+                            f"the function of node {node.name!r} cannot be sent to Ray "
+                            f"workers ({_summary(exc)}); make it picklable (a "
+                            "module-level function, no locks or open files in its closure), "
+                            "or keep the node in the driver: RayExecutor(nodes=[...]) naming "
+                            "only the nodes to ship"
+                        ) from exc
+                    self._refs[node.name] = ref
+        return ref
+
+    def _shared_put(self) -> Any:
+        ref = self._shared_ref
+        if ref is None:
+            with self._lock:
+                ref = self._shared_ref
+                if ref is None:
+                    try:
+                        ref = ray.put(self._shared)
+                    except Exception as exc:  # asked for on the worker, it says why
+                        ref = _NotShipped(_summary(exc))
+                    self._shared_ref = ref
+        return ref
+
+
+def _summary(exc: BaseException) -> str:
+    # Ray reports a pickling error as a long inspection report that chains the error
+    # itself; that one says what failed. (The whole report stays chained.)
+    root = exc.__cause__ if exc.__cause__ is not None else exc
+    first = str(root).strip().split("\n", 1)[0]
+    return f"{type(root).__name__}: {first[:300]}"
+
+
+def _unwrap(err: RayTaskError, node: str) -> BaseException:
+    """The error the node raised on the worker, with the worker's traceback as a note."""
+    cause = err.cause
+    if isinstance(cause, RaySystemError) and isinstance(cause.client_exc, ImportError):
+        # The worker could not unpickle the node's function or its input.
+        missing = cause.client_exc
+        missing.add_note(
+            f"a Ray worker could not load node {node!r} (its function, or its input): the "
+            "worker cannot import that module. Install your code where the workers run, "
+            "send it with ray.init(runtime_env={'working_dir': ...} or {'py_modules': "
+            "[...]}), or have its functions pickled by value: "
+            "ray.cloudpickle.register_pickle_by_value(module)"
+        )
+        return missing
+    if not isinstance(cause, Exception):
+        return err
+    cause.add_note(f"raised on a Ray worker; its traceback there:\n{_ANSI.sub('', str(err))}")
+    return cause
