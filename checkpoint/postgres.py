@@ -5,9 +5,9 @@ Install it with ``pip install 'stepgraph[postgres]'`` (psycopg 3 and psycopg-poo
 How it uses PostgreSQL, and why:
 
 * One connection pool per saver (psycopg-pool): its size, the wait for a free
-  connection, idle and lifetime limits and a health check on checkout are all
-  settings. Every call borrows a connection for one transaction and gives it back,
-  so many threads and asyncio tasks of one process share a few connections and no
+  connection, idle and lifetime limits and an optional health check on checkout
+  are all settings. Every call borrows a connection for one transaction and gives
+  it back, so many threads and asyncio tasks of one process share a few connections and no
   call waits behind a saver-wide lock.
 * A dropped connection (server restart, idle timeout, a pooler closing it, a network
   blip) is retried on a fresh connection, for reads and for writes alike: every write
@@ -16,7 +16,10 @@ How it uses PostgreSQL, and why:
   same bytes), so a transaction whose fate is unknown can run again without losing
   or duplicating anything.
 * A write is one transaction sent as a pipeline: the statements of a checkpoint or of
-  a superstep's writes travel together and cost about one network round trip.
+  a superstep's writes travel together and cost about one network round trip. Rows
+  that several calls of one transaction add to a table go in one statement, and the
+  lease is checked once per transaction: a superstep's writes and checkpoint take
+  five statements, whatever the number of tasks.
 * Reads of one ``get_tuple``/``list`` call run in one ``REPEATABLE READ`` read-only
   transaction, so the rows, blobs and writes they combine come from one snapshot.
 * The storage design is the SQLite saver's (see `stepgraph.checkpoint.SqliteSaver`):
@@ -36,6 +39,7 @@ How it uses PostgreSQL, and why:
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 import math
 import threading
@@ -141,8 +145,9 @@ class PostgresSaver(StoredSaver):
         max_idle: seconds an unused connection stays open; set it below your
             server's or pooler's idle timeout.
         max_lifetime: seconds after which a connection is replaced.
-        check: test each connection with a round trip before handing it out, so a
-            connection the server closed while idle is replaced, not used.
+        check: test each connection with a round trip before handing it out. Off by
+            default: a call whose connection turns out dead is retried on a fresh one
+            anyway, and the check would cost a round trip per call.
         retries: how many times a call is retried after its connection broke.
         retry_backoff: the first pause between tries, in seconds; it doubles each time.
         prepare_threshold: psycopg's threshold for server-side prepared statements;
@@ -175,7 +180,7 @@ class PostgresSaver(StoredSaver):
         timeout: float = 30.0,
         max_idle: float = 300.0,
         max_lifetime: float = 3600.0,
-        check: bool = True,
+        check: bool = False,
         retries: int = 5,
         retry_backoff: float = 0.05,
         prepare_threshold: int | None = 5,
@@ -325,34 +330,64 @@ class PostgresSaver(StoredSaver):
         self, work: Callable[[psycopg.Connection[Any]], T], *, read: bool, retry: bool = True
     ) -> T:
         """Run ``work`` in one transaction; nested calls join the outer transaction."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            return work(conn)
+        txn: _Txn | None = getattr(self._local, "txn", None)
+        if txn is not None:
+            return work(txn.conn)
 
         def once() -> T:
-            after: builtins.list[Callable[[], None]] = []
-            with self._pool.connection() as c:
-                self._local.conn = c
-                self._local.after = after
-                try:
-                    if read:
-                        with c.transaction():
-                            c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                            result = work(c)
-                    else:
-                        with c.pipeline(), c.transaction():
-                            result = work(c)
-                except psycopg.Error as exc:
-                    _raise_fence(exc)
-                    raise
-                finally:
-                    self._local.conn = None
-                    self._local.after = None
-            for job in after:
-                job()
-            return result
+            with self._transaction(read=read) as txn:
+                return work(txn.conn)
 
         return self._attempts(once) if retry else once()
+
+    @contextmanager
+    def _transaction(self, *, read: bool) -> Iterator[_Txn]:
+        """One transaction on a pooled connection, shared by the calls made inside it.
+
+        A write transaction is pipelined, and rows that several calls add to the same
+        table (blobs, task writes) are gathered and sent as one statement before the
+        commit. Jobs queued on ``after`` run once the transaction committed.
+        """
+        if self._closed:
+            raise RuntimeError(
+                f"{self!r} is closed; open a new PostgresSaver (or keep using it inside "
+                "its `with` block)"
+            )
+        with self._pool.connection() as conn:
+            txn = _Txn(conn)
+            self._local.txn = txn
+            try:
+                if read:
+                    with conn.transaction():
+                        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                        yield txn
+                else:
+                    with conn.pipeline(), conn.transaction():
+                        yield txn
+                        self._flush(txn)
+            except psycopg.Error as exc:
+                _raise_fence(exc)
+                raise
+            finally:
+                self._local.txn = None
+        for job in txn.after:
+            job()
+
+    def _flush(self, txn: _Txn) -> None:
+        conn, sql = txn.conn, self._sql
+        if txn.blobs is not None:
+            if txn.blobs:
+                rows = [_blob_row(k, data) for k, data in txn.blobs.items()]
+                _insert(conn, sql.insert_blobs, sql.insert_blob, rows, 4)
+            else:
+                # A checkpoint naming only stored blobs still takes the lock an insert
+                # would: the collector cannot remove a blob this transaction names.
+                conn.execute(sql.lock_blobs_shared)
+        if txn.writes:
+            _insert(conn, sql.insert_writes, sql.insert_write, txn.writes, 9)
+        if txn.upserts:
+            rows = builtins.list(txn.upserts.values())
+            _insert(conn, sql.upsert_writes, sql.upsert_write, rows, 9)
 
     def _reading(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         return self._use(work, read=True)
@@ -368,26 +403,11 @@ class PostgresSaver(StoredSaver):
         If the connection breaks inside the block, the block fails (it cannot be
         run again from here); a run then stores each write on its own, each retried.
         """
-        if getattr(self._local, "conn", None) is not None:
+        if getattr(self._local, "txn", None) is not None:
             yield
             return
-        after: builtins.list[Callable[[], None]] = []
-        if self._closed:
-            raise RuntimeError(f"{self!r} is closed; open a new PostgresSaver")
-        with self._pool.connection() as c:
-            self._local.conn = c
-            self._local.after = after
-            try:
-                with c.pipeline(), c.transaction():
-                    yield
-            except psycopg.Error as exc:
-                _raise_fence(exc)
-                raise
-            finally:
-                self._local.conn = None
-                self._local.after = None
-        for job in after:
-            job()
+        with self._transaction(read=False):
+            yield
 
     # -- reading: one snapshot per call -----------------------------------------------
 
@@ -499,17 +519,25 @@ class PostgresSaver(StoredSaver):
 
     # -- writing ------------------------------------------------------------------------
 
+    def _txn(self) -> _Txn:
+        txn: _Txn | None = getattr(self._local, "txn", None)
+        assert txn is not None, "called outside a transaction"
+        return txn
+
     def _fence(self, conn: psycopg.Connection[Any], thread: str) -> None:
         with self._fence_lock:
             owner = self._fences.get(thread)
         if owner is not None:
-            conn.execute(self._sql.fence, (thread, owner))
+            fenced = self._txn().fenced
+            if thread not in fenced:  # once per transaction is enough
+                conn.execute(self._sql.fence, (thread, owner))
+                fenced.add(thread)
 
-    def _insert_blobs(self, conn: psycopg.Connection[Any], blobs: Mapping[str, bytes]) -> None:
-        # Run even with no blobs: the statement takes the table lock that keeps the
-        # garbage collector from removing a blob this transaction goes on to reference.
-        rows = [_blob_row(k, data) for k, data in blobs.items()]
-        conn.execute(self._sql.insert_blobs, [builtins.list(col) for col in _columns(rows, 4)])
+    def _insert_blobs(self, blobs: Mapping[str, bytes]) -> None:
+        txn = self._txn()
+        if txn.blobs is None:
+            txn.blobs = {}
+        txn.blobs.update(blobs)
 
     def _store(self, prepared: PreparedPut) -> None:
         address = (prepared.thread, prepared.ns, prepared.checkpoint_id)
@@ -517,10 +545,9 @@ class PostgresSaver(StoredSaver):
 
         def work(conn: psycopg.Connection[Any]) -> None:
             self._fence(conn, prepared.thread)
-            self._insert_blobs(conn, prepared.blobs)
+            self._insert_blobs(prepared.blobs)
             # A re-put replaces the row and moves it to newest; its pending writes stay.
-            old = conn.execute(self._sql.drop_refs_of, address)
-            conn.execute(self._sql.drop_checkpoint, address)
+            old = conn.execute(self._sql.drop_checkpoint, address)
             conn.execute(
                 self._sql.insert_checkpoint,
                 (
@@ -530,10 +557,10 @@ class PostgresSaver(StoredSaver):
                     prepared.refs_bytes,
                     prepared.metadata,
                     metadata_json(prepared.metadata_plain),
-                    hashes,
+                    ",".join(hashes),  # hex digests: no commas
                 ),
             )
-            self._local.after.append(lambda: self._collect_later(old))
+            self._txn().after.append(lambda: self._collect_later(old))
 
         self._writing(work)
 
@@ -557,27 +584,19 @@ class PostgresSaver(StoredSaver):
         rows: Sequence[tuple[int, str, bytes]],
         blobs: Mapping[str, bytes],
     ) -> None:
-        ordinary = [
-            (*key, task_id, i, ch, data, write_blob(data), task_path)
-            for i, ch, data in rows
-            if i >= 0
-        ]
-        special = [
-            (*key, task_id, i, ch, data, write_blob(data), task_path)
-            for i, ch, data in rows
-            if i < 0
-        ]
-
         def work(conn: psycopg.Connection[Any]) -> None:
             self._fence(conn, key[0])
+            txn = self._txn()
             if blobs:
-                self._insert_blobs(conn, blobs)
+                self._insert_blobs(blobs)
             # A retried save of ordinary writes is a no-op (the first copy wins);
             # special writes (error, interrupt, ...) are replaced, the last one wins.
-            if ordinary:
-                conn.execute(self._sql.insert_writes, _columns(ordinary, 9))
-            if special:
-                conn.execute(self._sql.upsert_writes, _columns(special, 9))
+            for i, ch, data in rows:
+                row = (*key, task_id, i, ch, data, write_blob(data), task_path)
+                if i >= 0:
+                    txn.writes.append(row)
+                else:
+                    txn.upserts[(task_id, i, *key)] = row
 
         self._writing(work)
 
@@ -688,6 +707,20 @@ class PostgresSaver(StoredSaver):
         self._writing(work)
 
 
+class _Txn:
+    """What the calls made inside one write transaction share."""
+
+    __slots__ = ("after", "blobs", "conn", "fenced", "upserts", "writes")
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.after: builtins.list[Callable[[], None]] = []
+        self.fenced: set[str] = set()
+        self.blobs: dict[str, bytes] | None = None  # None: no blob statement needed
+        self.writes: builtins.list[tuple[Any, ...]] = []
+        self.upserts: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+
 class _Statements:
     """Every statement the saver runs, with the schema filled in once."""
 
@@ -726,11 +759,14 @@ class _Statements:
         )
         self.fence = q("SELECT {s}stepgraph_fence(%s, %s)")
         address = "thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s"
-        self.drop_refs_of = q(
-            "DELETE FROM {s}stepgraph_blob_refs WHERE seq IN (SELECT seq FROM "
-            f"{{s}}stepgraph_checkpoints WHERE {address}) RETURNING hash"
+        # Drops a checkpoint (before a re-put of it) and returns the blobs it named.
+        self.drop_checkpoint = q(
+            f"""WITH old AS (
+                DELETE FROM {{s}}stepgraph_checkpoints WHERE {address} RETURNING seq
+            )
+            DELETE FROM {{s}}stepgraph_blob_refs WHERE seq IN (SELECT seq FROM old)
+            RETURNING hash"""
         )
-        self.drop_checkpoint = q(f"DELETE FROM {{s}}stepgraph_checkpoints WHERE {address}")
         self.insert_checkpoint = q(
             """WITH new AS (
                 INSERT INTO {s}stepgraph_checkpoints (thread_id, checkpoint_ns, checkpoint_id,
@@ -739,18 +775,22 @@ class _Statements:
                 RETURNING seq
             )
             INSERT INTO {s}stepgraph_blob_refs (seq, hash)
-            SELECT new.seq, h FROM new CROSS JOIN unnest(%s::text[]) AS h"""
+            SELECT new.seq, h FROM new CROSS JOIN unnest(string_to_array(%s, ',')) AS h"""
         )
-        self.insert_writes = q(
-            f"INSERT INTO {{s}}stepgraph_writes {_WRITE_COLUMNS} {_WRITE_ROWS} "
-            "ON CONFLICT DO NOTHING"
-        )
-        self.upsert_writes = q(
-            f"INSERT INTO {{s}}stepgraph_writes {_WRITE_COLUMNS} {_WRITE_ROWS} "
+        self.lock_blobs_shared = q("LOCK TABLE {s}stepgraph_blobs IN ROW EXCLUSIVE MODE")
+        upsert = (
             "ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE "
             "SET channel = EXCLUDED.channel, value = EXCLUDED.value, blob = EXCLUDED.blob, "
             "task_path = EXCLUDED.task_path"
         )
+        write = f"INSERT INTO {{s}}stepgraph_writes {_WRITE_COLUMNS}"
+        self.insert_writes = q(f"{write} {_WRITE_ROWS} ON CONFLICT DO NOTHING")
+        self.upsert_writes = q(f"{write} {_WRITE_ROWS} {upsert}")
+        # The same inserts with a VALUES list of n rows, made on first use of each n.
+        blob = "INSERT INTO {s}stepgraph_blobs (hash, base, items, data) VALUES "
+        self.insert_blob = _values(q(blob), 4, " ON CONFLICT (hash) DO NOTHING")
+        self.insert_write = _values(q(write + " VALUES "), 9, " ON CONFLICT DO NOTHING")
+        self.upsert_write = _values(q(write + " VALUES "), 9, " " + upsert)
         # Seeds for the collector come back from each removal.
         self.delete_threads = q(
             """WITH doomed AS (
@@ -890,6 +930,38 @@ def _blob_row(key: str, data: bytes) -> tuple[str, str | None, str | None, bytes
     if found:
         return key, found[0], found[1], data
     return key, None, None, data
+
+
+_MAX_VALUES_ROWS = 16
+
+
+def _values(head: str, width: int, tail: str) -> Callable[[int], str]:
+    """``n -> head VALUES (%s, ...), ... tail`` for n rows of ``width`` columns, cached."""
+    row = "(" + ", ".join(["%s"] * width) + ")"
+
+    @functools.cache
+    def statement(n: int) -> str:
+        return head + ", ".join([row] * n) + tail
+
+    return statement
+
+
+def _insert(
+    conn: psycopg.Connection[Any],
+    many: str,
+    values: Callable[[int], str],
+    rows: Sequence[Sequence[Any]],
+    width: int,
+) -> None:
+    """Insert rows: a few as a ``VALUES`` list, more as columns for ``unnest``.
+
+    Arrays cost more to send than plain parameters, and most statements of a run
+    carry a handful of rows.
+    """
+    if len(rows) <= _MAX_VALUES_ROWS:
+        conn.execute(values(len(rows)), [v for row in rows for v in row])
+    else:
+        conn.execute(many, _columns(rows, width))
 
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> builtins.list[builtins.list[Any]]:

@@ -127,7 +127,8 @@ def admin(postgres_dsn: str, postgres_schema: str) -> Iterator[Admin]:
 
 @pytest.fixture
 def saver(postgres_dsn: str, postgres_schema: str) -> Iterator[PostgresSaver]:
-    # check=False: a dead connection is handed out, so the tests see the retry path.
+    # check=False (the default, said here because the tests rely on it): a dead
+    # connection is handed out, so the tests see the retry path.
     with PostgresSaver.from_conn_string(
         postgres_dsn, schema=postgres_schema, max_size=4, check=False, retry_backoff=0.01
     ) as s:
@@ -454,6 +455,44 @@ def test_a_write_whose_connection_drops_is_stored_exactly_once(
     assert found is not None
     assert found.checkpoint["channel_values"] == {"x": 2, "log": [1, 2]}
     assert [w[1:] for w in found.pending_writes] == [("x", 5), ("log", "w" * 1000)]
+    assert_blobs_exact(admin, saver)
+
+
+def test_a_batch_gathers_rows_of_many_calls_into_few_statements(
+    saver: PostgresSaver, admin: Admin
+) -> None:
+    first = put(saver, "t", {"x": 0})
+    wide = [(f"ch{i}", "v" * (i * 50)) for i in range(40)]  # more rows than a VALUES list
+    statements: list[str] = []
+    original = psycopg.Connection.execute
+
+    def spy(conn: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        statements.append(" ".join(str(query).split()))
+        return original(conn, query, *args, **kwargs)
+
+    lease = saver.acquire_thread("t")  # so every write is fenced
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(psycopg.Connection, "execute", spy)
+            with saver.batch():
+                saver.put_writes(first, wide, "task-a")
+                saver.put_writes(first, [("x", 1), ("__error__", "first try")], "task-b")
+                # The same special write twice in one transaction: the last one wins.
+                saver.put_writes(first, [("__error__", "second try")], "task-b")
+                put(saver, "t", {"x": 2}, parent=first)
+    finally:
+        lease.release()
+    fences = [s for s in statements if "stepgraph_fence" in s]
+    assert len(fences) == 1  # once per transaction, not once per call
+    assert len([s for s in statements if "INSERT INTO" in s]) == 4  # checkpoint, blobs,
+    # ordinary writes, special writes: each one statement whatever the number of calls
+    found = saver.get_tuple(first)
+    assert found is not None
+    assert {(w[0], w[1]): w[2] for w in found.pending_writes} == {
+        **{("task-a", ch): v for ch, v in wide},
+        ("task-b", "x"): 1,
+        ("task-b", "__error__"): "second try",
+    }
     assert_blobs_exact(admin, saver)
 
 
