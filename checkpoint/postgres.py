@@ -121,6 +121,13 @@ WHERE hash IN (SELECT hash FROM cand EXCEPT SELECT hash FROM live)
 # transaction finding it present and that transaction committing a reference to it.
 _LOCK_BLOBS = "LOCK TABLE {s}stepgraph_blobs IN SHARE ROW EXCLUSIVE MODE"
 
+# Lease changes commit without waiting for the disk (one flush less per run start and
+# end). A server crash can lose one: a lost release leaves a lease that expires or whose
+# dead owner is taken over; a lost take fails the holder's next fenced write with
+# LeaseLostError. A checkpoint's own commit flushes every earlier change with it, so a
+# lease under stored checkpoints is never lost.
+_NO_WAIT_FOR_DISK = "SET LOCAL synchronous_commit TO OFF"
+
 _WRITE_COLUMNS = (
     "(thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, value, blob, task_path)"
 )
@@ -652,6 +659,7 @@ class PostgresSaver(StoredSaver):
         """
 
         def work(conn: psycopg.Connection[Any]) -> str | None:
+            conn.execute(_NO_WAIT_FOR_DISK)
             row = conn.execute(self._sql.lease_take, (thread, owner, ttl, None)).fetchone()
             if row is not None:
                 return None
@@ -677,7 +685,11 @@ class PostgresSaver(StoredSaver):
         with self._fence_lock:
             if self._fences.get(thread) == owner:
                 del self._fences[thread]
-        self._writing(lambda c: c.execute(self._sql.lease_release, (thread, owner)))
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(_NO_WAIT_FOR_DISK)
+            conn.execute(self._sql.lease_release, (thread, owner))
+
+        self._writing(work)
 
     def _start_heartbeat(self) -> None:
         if not self._heartbeat_on or self._heartbeat is not None:
@@ -702,6 +714,7 @@ class PostgresSaver(StoredSaver):
 
     def _renew(self, thread: str, owner: str) -> None:
         def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(_NO_WAIT_FOR_DISK)
             conn.execute(self._sql.lease_renew, (LEASE_TTL, thread, owner))
 
         self._writing(work)
