@@ -1,0 +1,449 @@
+"""PostgreSQL savers, stepgraph next to LangGraph: throughput of many workers, cost per step.
+
+Two figures, both on the PostgreSQL server ``--dsn`` names (default: the
+``STEPGRAPH_POSTGRES_DSN`` or ``STEPGRAPH_TEST_POSTGRES_DSN`` environment variable, else
+``postgresql://postgres@127.0.0.1:5432/postgres``):
+
+* **runs per second** with 1, 2 and 4 worker processes. Each process opens one saver
+  (a connection pool as large as its concurrency) and runs ``--concurrency`` Python
+  threads; each thread runs short graphs (START -> a -> b -> c -> END, a small state),
+  every run on a new thread id, for ``--seconds``. All processes start together (a
+  barrier after their warm-up) and count the runs they finished; the figure is the sum
+  over processes divided by the time. Medians over ``--repeat`` rounds; the engines
+  alternate which goes first.
+* **cost per superstep**: the loop of ``benchmarks/checkpoints.py`` (each superstep
+  appends a distinct 1 KB item to a list kept with ``operator.add``), run with no
+  saver, with the SQLite saver and with the PostgreSQL saver; the cost is the run time
+  with a saver minus the time without, divided by the steps. With ``durability="sync"``
+  a step waits for its checkpoint to be stored, so that column is the write latency a
+  step sees; the default (``"async"``) stores in the background on both engines.
+
+Each engine gets its own fresh PostgreSQL schema, dropped at the end (LangGraph's
+saver is pointed at it through the connection's ``search_path``). Run from the
+repository root::
+
+    pip install -e '.[bench]'            # psycopg, LangGraph and its savers
+    python -m benchmarks.postgres                      # about 2 minutes on 2 cores
+    python -m benchmarks.postgres --quick              # a smoke test
+    python -m benchmarks.postgres --no-langgraph --seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+from .checkpoints import build_append, close_saver, git_revision, langgraph_savers
+from .engines import LANGGRAPH, STEPGRAPH, Api, Unavailable, load_langgraph, load_stepgraph
+
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def default_dsn() -> str:
+    return (
+        os.environ.get("STEPGRAPH_POSTGRES_DSN")
+        or os.environ.get("STEPGRAPH_TEST_POSTGRES_DSN")
+        or DEFAULT_DSN
+    )
+
+
+def load(engine: str) -> Api | Unavailable:
+    return load_stepgraph() if engine == STEPGRAPH else load_langgraph()
+
+
+# -- savers on PostgreSQL, one schema per engine --------------------------------------
+
+
+def with_search_path(dsn: str, schema: str) -> str:
+    """``dsn`` with the connection's ``search_path`` set to ``schema``."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(dsn)
+    options = f"{params.get('options') or ''} -csearch_path={schema}".strip()
+    return make_conninfo(dsn, options=options)
+
+
+def create_schema(dsn: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+
+
+def drop_schema(dsn: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@contextmanager
+def postgres_saver(engine: str, dsn: str, schema: str, pool_size: int) -> Iterator[Any]:
+    """A saver of ``engine`` on ``schema`` with a pool of ``pool_size`` connections."""
+    if engine == STEPGRAPH:
+        from stepgraph.checkpoint.postgres import PostgresSaver
+
+        with PostgresSaver(dsn, schema=schema, min_size=1, max_size=pool_size) as saver:
+            yield saver
+        return
+    from langgraph.checkpoint.postgres import PostgresSaver as LangGraphPostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool
+
+    # What LangGraph's documentation asks for: autocommit and dict rows.
+    kwargs = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+    with ConnectionPool(
+        with_search_path(dsn, schema), min_size=1, max_size=pool_size, kwargs=kwargs
+    ) as pool:
+        saver = LangGraphPostgresSaver(pool)  # type: ignore[arg-type]
+        saver.setup()
+        yield saver
+
+
+# -- throughput: many processes, many short runs ----------------------------------------
+
+
+class ShortState(TypedDict):
+    request: str
+    log: Annotated[list[str], lambda a, b: a + b]
+
+
+def build_short(api: Api, saver: Any) -> Any:
+    """START -> a -> b -> c -> END; each node appends a short line to ``log``."""
+
+    def node(name: str) -> Callable[[ShortState], dict[str, Any]]:
+        def run(state: ShortState) -> dict[str, Any]:
+            return {"log": [f"{name}:{state['request']}:{len(state['log'])}"]}
+
+        run.__name__ = name
+        return run
+
+    builder = api.StateGraph(ShortState)
+    for name in ("a", "b", "c"):
+        builder.add_node(name, node(name))
+    builder.add_edge(api.START, "a")
+    builder.add_edge("a", "b")
+    builder.add_edge("b", "c")
+    builder.add_edge("c", api.END)
+    return builder.compile(checkpointer=saver)
+
+
+def short_run(graph: Any, tag: str) -> None:
+    config = {"configurable": {"thread_id": f"{tag}-{uuid.uuid4().hex}"}}
+    out = graph.invoke({"request": tag, "log": []}, config)
+    if len(out["log"]) != 3:
+        raise AssertionError(f"a run logged {out['log']!r}, expected 3 lines")
+
+
+def worker(
+    engine: str,
+    dsn: str,
+    schema: str,
+    concurrency: int,
+    seconds: float,
+    barrier: Any,
+    results: Any,
+) -> None:
+    """One worker process: warm up, wait for the others, run for ``seconds``."""
+    try:
+        api = load(engine)
+        if isinstance(api, Unavailable):
+            raise RuntimeError(api.reason)
+        with postgres_saver(engine, dsn, schema, concurrency) as saver:
+            graph = build_short(api, saver)
+            for _ in range(3):
+                short_run(graph, "warm-up")
+            barrier.wait(timeout=120)
+            deadline = time.perf_counter() + seconds
+            counts = [0] * concurrency
+            errors: list[BaseException] = []
+
+            def loop(slot: int) -> None:
+                try:
+                    while time.perf_counter() < deadline:
+                        short_run(graph, f"p{os.getpid()}t{slot}")
+                        counts[slot] += 1
+                except BaseException as exc:  # reported by the parent
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=loop, args=(i,)) for i in range(concurrency)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if errors:
+                raise errors[0]
+            results.put(("ok", sum(counts)))
+    except BaseException as exc:
+        barrier.abort()
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def throughput(
+    engine: str, dsn: str, schema: str, processes: int, concurrency: int, seconds: float
+) -> float:
+    """Runs per second of ``processes`` worker processes together."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(processes)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=worker, args=(engine, dsn, schema, concurrency, seconds, barrier, results)
+        )
+        for _ in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        outcomes = [results.get(timeout=300) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+    failures = [detail for status, detail in outcomes if status != "ok"]
+    if failures:
+        raise RuntimeError(f"{engine} worker failed: {failures[0]}")
+    return sum(count for _, count in outcomes) / seconds
+
+
+# -- cost per superstep -------------------------------------------------------------------
+
+
+def append_run(api: Api, saver: Any, n: int, durability: str | None) -> float:
+    graph = build_append(api, n, saver)
+    config = {"recursion_limit": n + 10, "configurable": {"thread_id": uuid.uuid4().hex}}
+    kwargs = {} if durability is None else {"durability": durability}
+    gc.collect()
+    start = time.perf_counter()
+    out = graph.invoke({"items": [], "n": n}, config, **kwargs)
+    elapsed = time.perf_counter() - start
+    if len(out["items"]) != n:
+        raise AssertionError(f"{api.name}: {len(out['items'])} items, expected {n}")
+    return elapsed
+
+
+@contextmanager
+def local_saver(engine: str, kind: str, tmp: Path) -> Iterator[Any]:
+    if kind == "none":
+        yield None
+        return
+    path = tmp / f"{engine}-{uuid.uuid4().hex}.db"
+    if engine == STEPGRAPH:
+        from stepgraph.checkpoint import SqliteSaver
+
+        saver: Any = SqliteSaver(path)
+    else:
+        saver = langgraph_savers()["sqlite"](path)
+    try:
+        yield saver
+    finally:
+        close_saver(saver)
+        for leftover in tmp.glob(path.name + "*"):
+            leftover.unlink()
+
+
+def step_costs(
+    apis: dict[str, Api],
+    dsn: str,
+    schemas: dict[str, str],
+    n: int,
+    repeat: int,
+    tmp: Path,
+) -> dict[tuple[str, str, str], float]:
+    """Median seconds per run for each (engine, saver kind, durability), interleaved."""
+    cases = [
+        ("none", "async"),
+        *((k, d) for k in ("sqlite", "postgres") for d in ("async", "sync")),
+    ]
+    samples: dict[tuple[str, str, str], list[float]] = {
+        (e, k, d): [] for e in apis for k, d in cases
+    }
+    order = list(apis)
+    for r in range(repeat + 1):  # round 0 warms up
+        for engine in order if r % 2 == 0 else order[::-1]:
+            for kind, durability in cases:
+                if kind == "postgres":
+                    opened = postgres_saver(engine, dsn, schemas[engine], 2)
+                else:
+                    opened = local_saver(engine, kind, tmp)
+                with opened as saver:
+                    elapsed = append_run(
+                        apis[engine], saver, n, None if kind == "none" else durability
+                    )
+                if r:
+                    samples[(engine, kind, durability)].append(elapsed)
+    return {key: statistics.median(vals) for key, vals in samples.items()}
+
+
+# -- the report -----------------------------------------------------------------------------
+
+
+def report_throughput(
+    engines: Sequence[str],
+    dsn: str,
+    schemas: dict[str, str],
+    process_counts: Sequence[int],
+    concurrency: int,
+    seconds: float,
+    repeat: int,
+) -> dict[tuple[str, int], float]:
+    rates: dict[tuple[str, int], float] = {}
+    for procs in process_counts:
+        samples: dict[str, list[float]] = {e: [] for e in engines}
+        for r in range(repeat):
+            for engine in engines if r % 2 == 0 else engines[::-1]:
+                samples[engine].append(
+                    throughput(engine, dsn, schemas[engine], procs, concurrency, seconds)
+                )
+        for engine in engines:
+            rates[(engine, procs)] = statistics.median(samples[engine])
+    print()
+    print(
+        f"runs per second (START -> a -> b -> c -> END, a new thread per run, "
+        f"{concurrency} threads per process, {seconds:g} s per round)"
+    )
+    header = f"  {'engine':<11}" + "".join(f"{f'{p} proc':>12}" for p in process_counts)
+    print(header + f"{'scaling':>12}")
+    for engine in engines:
+        first = rates[(engine, process_counts[0])]
+        last = rates[(engine, process_counts[-1])]
+        cells = "".join(f"{rates[(engine, p)]:>12.1f}" for p in process_counts)
+        print(f"  {engine:<11}{cells}{last / first:>11.2f}x")
+    if len(engines) == 2:
+        cells = "".join(
+            f"{rates[(STEPGRAPH, p)] / rates[(LANGGRAPH, p)]:>11.1f}x" for p in process_counts
+        )
+        print(f"  {'sg / lg':<11}{cells}")
+    print(
+        f"  (scaling: {process_counts[-1]} processes over {process_counts[0]}; this machine "
+        f"has {os.cpu_count()} cpus and runs the PostgreSQL server too)"
+    )
+    return rates
+
+
+def report_step_costs(
+    apis: dict[str, Api], dsn: str, schemas: dict[str, str], n: int, repeat: int
+) -> dict[tuple[str, str, str], float]:
+    with tempfile.TemporaryDirectory() as tmpdir:
+        medians = step_costs(apis, dsn, schemas, n, repeat, Path(tmpdir))
+    print()
+    print(f"cost per superstep (run time with the saver minus without, / {n} steps)")
+    print(
+        f"  {'engine':<11}{'no saver':>10}{'sqlite':>11}{'postgres':>11}"
+        f"{'sqlite sync':>14}{'postgres sync':>15}{'pg/sqlite sync':>16}"
+    )
+    cost: dict[tuple[str, str, str], float] = {}
+    for engine in apis:
+        base = medians[(engine, "none", "async")]
+        for kind in ("sqlite", "postgres"):
+            for durability in ("async", "sync"):
+                extra = medians[(engine, kind, durability)] - base
+                cost[(engine, kind, durability)] = extra / n
+        us = {k: v * 1e6 for k, v in cost.items() if k[0] == engine}
+        print(
+            f"  {engine:<11}{base / n * 1e6:>8.1f}us"
+            f"{us[(engine, 'sqlite', 'async')]:>9.1f}us"
+            f"{us[(engine, 'postgres', 'async')]:>9.1f}us"
+            f"{us[(engine, 'sqlite', 'sync')]:>12.1f}us"
+            f"{us[(engine, 'postgres', 'sync')]:>13.1f}us"
+            f"{us[(engine, 'postgres', 'sync')] / us[(engine, 'sqlite', 'sync')]:>15.2f}x"
+        )
+    if len(apis) == 2:
+        for kind in ("postgres",):
+            for durability in ("async", "sync"):
+                ratio = cost[(LANGGRAPH, kind, durability)] / cost[(STEPGRAPH, kind, durability)]
+                print(f"  {kind} {durability} cost per step, langgraph / stepgraph: {ratio:.1f}x")
+    return cost
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.postgres")
+    parser.add_argument("--dsn", default=default_dsn(), help="the PostgreSQL server to use")
+    parser.add_argument(
+        "--processes", default="1,2,4", help="worker process counts, comma-separated (1,2,4)"
+    )
+    parser.add_argument("--concurrency", type=int, default=4, help="threads per process (4)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of a round (3)")
+    parser.add_argument("--steps", type=int, default=200, help="supersteps of the loop (200)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per case (3)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    parser.add_argument("--no-langgraph", action="store_true", help="stepgraph only")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.processes, args.concurrency, args.seconds = "1,2", 2, 0.5
+        args.steps, args.repeat = 10, 1
+    try:
+        process_counts = [int(p) for p in args.processes.split(",")]
+    except ValueError:
+        parser.error(f"--processes takes numbers separated by commas, got {args.processes!r}")
+    apis: dict[str, Api] = {}
+    for engine in (STEPGRAPH,) if args.no_langgraph else (STEPGRAPH, LANGGRAPH):
+        loaded = load(engine)
+        if isinstance(loaded, Api):
+            apis[engine] = loaded
+        else:
+            print(f"# {loaded.name} unavailable: {loaded.reason}")
+    if LANGGRAPH in apis:
+        try:
+            import langgraph.checkpoint.postgres  # noqa: F401
+        except ImportError as exc:
+            print(f"# langgraph's PostgresSaver unavailable ({exc}): pip install -e '.[bench]'")
+            del apis[LANGGRAPH]
+    if STEPGRAPH not in apis:
+        print("# stepgraph cannot be imported: nothing to measure")
+        return 1
+    try:
+        import psycopg
+
+        psycopg.connect(args.dsn, connect_timeout=5).close()
+    except Exception as exc:
+        print(f"# no PostgreSQL server at {args.dsn}: {exc}")
+        return 1
+    cmd = " ".join(["python -m benchmarks.postgres", *(argv if argv is not None else sys.argv[1:])])
+    print(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()}, ")
+    print(f"# {os.cpu_count()} cpus, git {git_revision()}, command: {cmd}")
+    print(f"# engines: {', '.join(f'{a.name} {a.version}' for a in apis.values())}")
+    print(f"# server: {server_version(args.dsn)} (same machine)")
+    schemas = {engine: f"bench_{engine}_{uuid.uuid4().hex[:8]}" for engine in apis}
+    for schema in schemas.values():
+        create_schema(args.dsn, schema)
+    try:
+        report_throughput(
+            list(apis),
+            args.dsn,
+            schemas,
+            process_counts,
+            args.concurrency,
+            args.seconds,
+            args.repeat,
+        )
+        report_step_costs(apis, args.dsn, schemas, args.steps, args.repeat)
+    finally:
+        for schema in schemas.values():
+            drop_schema(args.dsn, schema)
+    return 0
+
+
+def server_version(dsn: str) -> str:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return f"PostgreSQL {row[0] if row else 'unknown'}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
