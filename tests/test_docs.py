@@ -26,8 +26,20 @@ def test_every_page_but_the_figures_has_code() -> None:
     assert [p.name for p in PAGES if not blocks(p)] == ["performance.md"]
 
 
+# Pages whose examples need a PostgreSQL server: they read its address from
+# DATABASE_URL, and skip (saying why) where the test server cannot be reached.
+NEEDS_POSTGRES = {"postgres.md"}
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
-def test_page_examples_run(page: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_page_examples_run(
+    page: Path,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if page.name in NEEDS_POSTGRES:
+        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("postgres_dsn"))
     # A real module, so that annotations and pickling resolve names as in a script.
     module = types.ModuleType(f"docs_{page.stem.replace('-', '_')}")
     sys.modules[module.__name__] = module
