@@ -22,3 +22,24 @@ def test_workload_runs_correctly_on_stepgraph(workload: workloads.Workload) -> N
     assert workload.verify(graph.invoke(inp, config), n) == []
     graph, inp, config = workload.build(api, n)  # type: ignore[arg-type]
     assert workload.verify(asyncio.run(graph.ainvoke(inp, config)), n) == []
+
+
+def test_ray_fanout_times_every_case_and_leaves_ray_as_it_found_it() -> None:
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'stepgraph[ray]'")
+    from benchmarks import ray_fanout
+
+    running = ray.is_initialized()
+    result = ray_fanout.measure(tasks=8, ms=1, repeat=1, ray_cpus=2, langgraph=False)
+    assert ray.is_initialized() == running  # started and stopped here, or left running
+    rows = result["rows"]
+    assert list(rows) == ["sleep", "cpu", "empty"]
+    for kind, cases in rows.items():
+        assert list(cases) == ["threads", "threads(N)", "ray", "langgraph"]
+        timed = ["threads", "ray"] + ([] if kind == "cpu" else ["threads(N)"])
+        assert all(cases[c] is not None and cases[c] > 0 for c in timed), cases
+    assert result["in_flight"] >= 16 and result["ray_cpus"] >= 1
+    lines = ray_fanout.report(result, tasks=8, ms=1, repeat=1, cmd="test")
+    table = lines[lines.index("") + 1 :]
+    assert table[0].split()[:3] == ["row", "threads", f"threads({result['in_flight']})"]
+    assert [line.split()[0] for line in table[1:4]] == ["sleep", "cpu", "empty"]
+    assert table[-1].startswith("  ray's cost per task")

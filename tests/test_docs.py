@@ -29,6 +29,8 @@ def test_every_page_but_the_figures_has_code() -> None:
 # Pages whose examples need a PostgreSQL server: they read its address from
 # DATABASE_URL, and skip (saying why) where the test server cannot be reached.
 NEEDS_POSTGRES = {"postgres.md"}
+# Pages whose examples start a local Ray: they skip (saying why) without Ray.
+NEEDS_RAY = {"distributed.md"}
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
@@ -40,11 +42,23 @@ def test_page_examples_run(
 ) -> None:
     if page.name in NEEDS_POSTGRES:
         monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("postgres_dsn"))
+    ray = None
+    if page.name in NEEDS_RAY:
+        ray = pytest.importorskip("ray", reason="Ray is not installed: pip install stepgraph[ray]")
+        assert not ray.is_initialized(), "the page starts its own Ray"
     # A real module, so that annotations and pickling resolve names as in a script.
     module = types.ModuleType(f"docs_{page.stem.replace('-', '_')}")
     sys.modules[module.__name__] = module
+    if ray is not None:
+        # Ray's workers get a script's functions by value; this module's they would
+        # import by name, and cannot: send them by value too, as for a script.
+        ray.cloudpickle.register_pickle_by_value(module)
     try:
         for i, code in enumerate(blocks(page), 1):
             exec(compile(code, f"{page.name}[block {i}]", "exec"), module.__dict__)
     finally:
+        if ray is not None:
+            ray.cloudpickle.unregister_pickle_by_value(module)
+            if ray.is_initialized():  # the page failed before its last block
+                ray.shutdown()
         del sys.modules[module.__name__]
