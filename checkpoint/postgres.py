@@ -685,6 +685,7 @@ class PostgresSaver(StoredSaver):
         with self._fence_lock:
             if self._fences.get(thread) == owner:
                 del self._fences[thread]
+
         def work(conn: psycopg.Connection[Any]) -> None:
             conn.execute(_NO_WAIT_FOR_DISK)
             conn.execute(self._sql.lease_release, (thread, owner))
