@@ -1,7 +1,7 @@
 """Run a superstep's tasks on a Ray cluster (the ``stepgraph[ray]`` extra).
 
-``RayExecutor`` is a ``concurrent.futures.Executor`` for ``invoke``, ``stream``,
-``batch``-style loops and ``iter``::
+``RayExecutor`` is a ``concurrent.futures.Executor`` to pass as ``executor=`` to
+``invoke``, ``stream`` and ``iter`` (the sync drivers)::
 
     from stepgraph.engine.ray import RayExecutor
 
