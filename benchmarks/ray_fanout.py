@@ -42,13 +42,13 @@ import operator
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypedDict
 
+from .checkpoints import git_revision
 from .engines import Api, Unavailable, load_langgraph, load_stepgraph
 
 KINDS = ("sleep", "cpu", "empty")
@@ -230,15 +230,6 @@ def _row(
 
 
 # -- the report ------------------------------------------------------------------------
-
-
-def git_revision() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except Exception:
-        return "unknown"
 
 
 def _seconds(value: float | None) -> str:

@@ -53,11 +53,11 @@ from typing import Any, Self
 
 from ._base import owner_is_dead
 from ._blobs import links, write_blob
-from ._metadata import INT64, PLAIN_KEY, matches, metadata_json, plain_text
+from ._metadata import INT64, PLAIN_KEY, metadata_json, plain_text
 from ._model import CheckpointTuple
 from ._serde import Serializer
 from ._sqlite_schema import enable_wal, migrate
-from ._stored import PreparedPut, StoredRow, StoredSaver, StoredWrite, WriteKey
+from ._stored import PreparedPut, StoredRow, StoredSaver, StoredWrite, WriteKey, paged_rows
 from .errors import SchemaVersionError
 
 __all__ = ["SCHEMA_VERSION", "SqliteSaver"]
@@ -475,31 +475,17 @@ class SqliteSaver(StoredSaver):
             pushed, pushed_params = _pushdown(filter)
             where += pushed
             params += pushed_params
-        out: builtins.list[StoredRow] = []
-        after: int | None = None  # the last seq seen, for the next page
-        page = limit
-        serde = self.serde
         with self._reading() as conn:
-            while True:
-                clauses = [*where, "c.seq < ?"] if after is not None else where
-                sql = _SELECT
-                if clauses:
-                    sql += " WHERE " + " AND ".join(clauses)
-                sql += " ORDER BY c.seq DESC"
-                args = [*params, after] if after is not None else builtins.list(params)
-                if page is not None:
-                    sql += " LIMIT ?"
-                    args.append(page)
-                rows = conn.execute(sql, args).fetchall()
-                for _seq, t, n, cid, parent, body, refs, meta in rows:
-                    if filter and not matches(serde.loads(meta, path="metadata"), filter):
-                        continue
-                    out.append(StoredRow(t, n, cid, parent, body, refs, meta))
-                if page is None or limit is None or len(rows) < page or len(out) >= limit:
-                    break
-                after = rows[-1][0]
-                page *= 2
-        return out if limit is None else out[:limit]
+            return paged_rows(
+                lambda sql, args: conn.execute(sql, args).fetchall(),
+                _SELECT,
+                where,
+                params,
+                "?",
+                filter,
+                limit,
+                self.serde,
+            )
 
     def _blobs(self, keys: Sequence[str]) -> Mapping[str, bytes]:
         """The blobs with these hashes, and every blob their delta chains extend.

@@ -21,13 +21,14 @@ import builtins
 import threading
 from abc import abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 from ._base import BaseCheckpointSaver, PruneStrategy, checkpoint_config, thread_of
 from ._blobs import Ref, decode_values, decode_write, encode_value, encode_write, write_blob
+from ._metadata import matches
 from ._model import (
     WRITES_IDX_MAP,
     ChannelVersion,
@@ -97,6 +98,49 @@ class StoredRow:
     checkpoint: bytes
     refs: bytes
     metadata: bytes
+
+
+def paged_rows(
+    fetch: Callable[[str, builtins.list[Any]], Sequence[Sequence[Any]]],
+    select: str,
+    where: Sequence[str],
+    params: Sequence[Any],
+    mark: str,
+    filter: dict[str, Any] | None,
+    limit: int | None,
+    serde: Serializer,
+) -> builtins.list[StoredRow]:
+    """Checkpoint rows of a SQL backend, newest first, filtered again in Python.
+
+    ``select`` yields ``seq, thread, ns, id, parent, checkpoint, refs, metadata``;
+    ``where`` holds conditions that may let through more rows than ``filter``
+    accepts (metadata filters pushed into SQL), and ``mark`` is the driver's
+    parameter placeholder. Rows Python rejects leave a page short: only then is
+    the next page (twice as long) fetched, so ``limit`` is still applied in SQL.
+    """
+    out: builtins.list[StoredRow] = []
+    after: int | None = None  # the last seq seen, for the next page
+    page = limit
+    while True:
+        clauses = [*where, f"c.seq < {mark}"] if after is not None else builtins.list(where)
+        sql = select
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY c.seq DESC"
+        args = [*params, after] if after is not None else builtins.list(params)
+        if page is not None:
+            sql += f" LIMIT {mark}"
+            args.append(page)
+        rows = fetch(sql, args)
+        for _seq, t, n, cid, parent, body, refs, meta in rows:
+            if filter and not matches(serde.loads(meta, path="metadata"), filter):
+                continue
+            out.append(StoredRow(t, n, cid, parent, body, refs, meta))
+        if page is None or limit is None or len(rows) < page or len(out) >= limit:
+            break
+        after = rows[-1][0]
+        page *= 2
+    return out if limit is None else out[:limit]
 
 
 StoredWrite = tuple[str, int, str, bytes]

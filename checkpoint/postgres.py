@@ -61,11 +61,11 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
 
 from ._base import LEASE_TTL, owner_is_dead
 from ._blobs import links, write_blob
-from ._metadata import INT64, PLAIN_KEY, json_number, matches, metadata_json, plain_text
+from ._metadata import INT64, PLAIN_KEY, json_number, metadata_json, plain_text
 from ._model import CheckpointTuple
 from ._postgres_schema import FENCE_SQLSTATE, MIGRATIONS, SCHEMA_VERSION, migrate, quote_schema
 from ._serde import Serializer
-from ._stored import PreparedPut, StoredRow, StoredSaver, StoredWrite, WriteKey
+from ._stored import PreparedPut, StoredRow, StoredSaver, StoredWrite, WriteKey, paged_rows
 from .errors import LeaseLostError
 
 __all__ = ["SCHEMA_VERSION", "MIGRATIONS", "PostgresSaver", "LeaseLostError"]
@@ -474,35 +474,19 @@ class PostgresSaver(StoredSaver):
             pushed, pushed_params = _pushdown(filter)
             where += pushed
             params += pushed_params
-        serde = self.serde
         select = _SELECT.replace("{s}", self._s)
-
-        def work(conn: psycopg.Connection[Any]) -> builtins.list[StoredRow]:
-            out: builtins.list[StoredRow] = []
-            after: int | None = None  # the last seq seen, for the next page
-            page = limit
-            while True:
-                clauses = [*where, "c.seq < %s"] if after is not None else where
-                sql = select
-                if clauses:
-                    sql += " WHERE " + " AND ".join(clauses)
-                sql += " ORDER BY c.seq DESC"
-                args = [*params, after] if after is not None else builtins.list(params)
-                if page is not None:
-                    sql += " LIMIT %s"
-                    args.append(page)
-                rows = conn.execute(sql, args).fetchall()
-                for _seq, t, n, cid, parent, body, refs, meta in rows:
-                    if filter and not matches(serde.loads(meta, path="metadata"), filter):
-                        continue
-                    out.append(StoredRow(t, n, cid, parent, body, refs, meta))
-                if page is None or limit is None or len(rows) < page or len(out) >= limit:
-                    break
-                after = rows[-1][0]
-                page *= 2
-            return out if limit is None else out[:limit]
-
-        return self._reading(work)
+        return self._reading(
+            lambda conn: paged_rows(
+                lambda sql, args: conn.execute(sql, args).fetchall(),
+                select,
+                where,
+                params,
+                "%s",
+                filter,
+                limit,
+                self.serde,
+            )
+        )
 
     def _blobs(self, keys: Sequence[str]) -> Mapping[str, bytes]:
         """The blobs with these hashes, and every blob their delta chains extend."""
