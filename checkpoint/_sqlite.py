@@ -57,7 +57,15 @@ from ._metadata import INT64, PLAIN_KEY, metadata_json, plain_text
 from ._model import CheckpointTuple
 from ._serde import Serializer
 from ._sqlite_schema import enable_wal, migrate
-from ._stored import PreparedPut, StoredRow, StoredSaver, StoredWrite, WriteKey, paged_rows
+from ._stored import (
+    PreparedPut,
+    StoredRow,
+    StoredSaver,
+    StoredWrite,
+    WriteKey,
+    address_conditions,
+    paged_rows,
+)
 from .errors import SchemaVersionError
 
 __all__ = ["SCHEMA_VERSION", "SqliteSaver"]
@@ -458,16 +466,7 @@ class SqliteSaver(StoredSaver):
         """
         if limit == 0:
             return []
-        where: builtins.list[str] = []
-        params: builtins.list[Any] = []
-        for column, value in (
-            ("c.thread_id", thread),
-            ("c.checkpoint_ns", ns),
-            ("c.checkpoint_id", checkpoint_id),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
+        where, params = address_conditions("?", thread, ns, checkpoint_id)
         if before_id is not None:
             where.append(_BEFORE)
             params.append(before_id)

@@ -100,6 +100,23 @@ class StoredRow:
     metadata: bytes
 
 
+def address_conditions(
+    mark: str, thread: str | None, ns: str | None, checkpoint_id: str | None
+) -> tuple[builtins.list[str], builtins.list[Any]]:
+    """SQL conditions (with ``mark`` placeholders) and parameters for the parts given."""
+    where: builtins.list[str] = []
+    params: builtins.list[Any] = []
+    for column, value in (
+        ("c.thread_id", thread),
+        ("c.checkpoint_ns", ns),
+        ("c.checkpoint_id", checkpoint_id),
+    ):
+        if value is not None:
+            where.append(f"{column} = {mark}")
+            params.append(value)
+    return where, params
+
+
 def paged_rows(
     fetch: Callable[[str, builtins.list[Any]], Sequence[Sequence[Any]]],
     select: str,

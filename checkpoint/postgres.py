@@ -65,7 +65,15 @@ from ._metadata import INT64, PLAIN_KEY, json_number, metadata_json, plain_text
 from ._model import CheckpointTuple
 from ._postgres_schema import FENCE_SQLSTATE, MIGRATIONS, SCHEMA_VERSION, migrate, quote_schema
 from ._serde import Serializer
-from ._stored import PreparedPut, StoredRow, StoredSaver, StoredWrite, WriteKey, paged_rows
+from ._stored import (
+    PreparedPut,
+    StoredRow,
+    StoredSaver,
+    StoredWrite,
+    WriteKey,
+    address_conditions,
+    paged_rows,
+)
 from .errors import LeaseLostError
 
 __all__ = ["SCHEMA_VERSION", "MIGRATIONS", "PostgresSaver", "LeaseLostError"]
@@ -457,16 +465,7 @@ class PostgresSaver(StoredSaver):
         """
         if limit == 0:
             return []
-        where: builtins.list[str] = []
-        params: builtins.list[Any] = []
-        for column, value in (
-            ("c.thread_id", thread),
-            ("c.checkpoint_ns", ns),
-            ("c.checkpoint_id", checkpoint_id),
-        ):
-            if value is not None:
-                where.append(f"{column} = %s")
-                params.append(value)
+        where, params = address_conditions("%s", thread, ns, checkpoint_id)
         if before_id is not None:
             where.append(_BEFORE.replace("{s}", self._s))
             params.append(before_id)
