@@ -44,6 +44,7 @@ from stepgraph.checkpoint import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    InMemorySaver,
     PreparedPut,
     SerdeError,
     StoredSaver,
@@ -223,6 +224,10 @@ class Persistence:
         self._held_blobs: dict[str, bytes] = {}
         self._held_plain: tuple[Checkpoint, CheckpointMetadata] | None = None
         self._held_writes: list[Callable[[], Any]] = []
+        # Async runs make the saver's calls that wait on storage in a worker thread, so
+        # the event loop goes on with other runs meanwhile; not for process memory.
+        self.offload = not isinstance(saver, InMemorySaver)
+        self._loaded: tuple[CheckpointTuple | None, bool] | BaseException | None = None
 
     # -- before the run -----------------------------------------------------------
 
@@ -235,26 +240,41 @@ class Persistence:
         """``acquire`` for async runs: waiting for the thread never blocks the event loop."""
         if self.ns:
             return
-        if not self.wait:
-            self.acquire()  # no waiting: one quick attempt
+        if not self.wait and not self.offload:
+            self.acquire()  # no waiting, no storage to wait for: one quick attempt
             return
         self.lease = await asyncio.to_thread(self.saver.acquire_thread, self.thread, wait=self.wait)
 
+    async def aload(self) -> None:
+        """Read what ``restore`` needs in a worker thread, for async runs."""
+        if not self.offload:
+            return
+        try:
+            self._loaded = await asyncio.to_thread(self._load)
+        except Exception as exc:  # raised by restore(), inside the run, as a sync run does
+            self._loaded = exc
+
+    def _load(self) -> tuple[CheckpointTuple | None, bool]:
+        """The checkpoint to continue from, and whether that is replaying an older one."""
+        base = {"configurable": {"thread_id": self.thread, "checkpoint_ns": self.ns}}
+        if self.wanted_id is None:
+            return self.saver.get_tuple(base), False
+        cfg = {"configurable": {**base["configurable"], "checkpoint_id": self.wanted_id}}
+        saved = self.saver.get_tuple(cfg)
+        if saved is None:
+            raise ValueError(
+                f"thread {self.thread!r} has no checkpoint {self.wanted_id!r}; list "
+                "the thread's checkpoints with get_state_history(config)"
+            )
+        latest = self.saver.get_tuple(base)
+        return saved, latest is None or latest.config != saved.config
+
     def restore(self) -> Core:
         """Load the thread's checkpoint and build the core from it."""
-        base = {"configurable": {"thread_id": self.thread, "checkpoint_ns": self.ns}}
-        if self.wanted_id is not None:
-            cfg = {"configurable": {**base["configurable"], "checkpoint_id": self.wanted_id}}
-            saved = self.saver.get_tuple(cfg)
-            if saved is None:
-                raise ValueError(
-                    f"thread {self.thread!r} has no checkpoint {self.wanted_id!r}; list "
-                    "the thread's checkpoints with get_state_history(config)"
-                )
-            latest = self.saver.get_tuple(base)
-            self.replaying = latest is None or latest.config != saved.config
-        else:
-            saved = self.saver.get_tuple(base)
+        loaded, self._loaded = self._loaded, None
+        if isinstance(loaded, BaseException):
+            raise loaded
+        saved, self.replaying = loaded if loaded is not None else self._load()
         self.saved = saved
         if saved is not None:
             self.parent_config = saved.config
@@ -421,6 +441,14 @@ class Persistence:
         self._flush_queue()
 
     # -- after the run ------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """``close`` for async runs that ended well: the waiting happens in a worker thread.
+
+        (The driver's ``close`` still runs afterwards and finds nothing left to do.)
+        """
+        if self.offload:
+            await asyncio.to_thread(self.close)
 
     def close(self) -> None:
         """Store what is held back or in flight, then release the thread."""

@@ -185,7 +185,10 @@ async def drive_async(
     running: set[asyncio.Task[None]] = set()
     try:
         if loop.persistence is not None:
-            await loop.persistence.aacquire()  # may wait for the thread: not on the loop
+            # Waiting for the thread and reading its checkpoint happen in worker
+            # threads: other runs on this event loop go on meanwhile.
+            await loop.persistence.aacquire()
+            await loop.persistence.aload()
         loop.start(input)
         for chunk in _flush(loop):
             yield chunk
@@ -210,6 +213,8 @@ async def drive_async(
                 yield chunk
         for chunk in _flush(loop):  # a breakpoint's chunk, queued by the last tick
             yield chunk
+        if loop.persistence is not None:
+            await loop.persistence.aclose()  # the last stores, off the event loop
     finally:
         for pending in running:
             pending.cancel()

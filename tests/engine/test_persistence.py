@@ -1081,3 +1081,43 @@ def test_get_state_of_an_unknown_checkpoint_id_is_an_error(saver: BaseCheckpoint
     missing = {"configurable": {"thread_id": "ids", "checkpoint_id": "no-such-checkpoint"}}
     with pytest.raises(ValueError, match="no checkpoint 'no-such-checkpoint'"):
         graph.get_state(missing)
+
+
+def test_an_async_run_reads_and_stores_off_the_event_loop(tmp_path: Any) -> None:
+    # Each gated call waits for a coroutine on the event loop to open its gate: had the
+    # driver made the call on the event loop's thread, the gate would never open.
+    gates = {name: threading.Event() for name in ("get_tuple", "release")}
+
+    class Gated(checkpoint_pkg.SqliteSaver):
+        def get_tuple(self, config: Any) -> Any:
+            assert gates["get_tuple"].wait(5), "the checkpoint was read on the event loop"
+            return super().get_tuple(config)
+
+        def _lease_release(self, thread: str, owner: str) -> None:
+            assert gates["release"].wait(5), "the thread was released on the event loop"
+            super()._lease_release(thread, owner)
+
+    class State(TypedDict):
+        log: Annotated[list[str], operator.add]
+
+    graph = StateGraph(State)
+    graph.add_node("a", lambda s: {"log": ["a"]})
+    graph.add_edge(START, "a")
+    saver = Gated(tmp_path / "gated.db")
+
+    async def main() -> dict[str, Any]:
+        async def open_gates() -> None:
+            for gate in gates.values():
+                await asyncio.sleep(0.05)
+                gate.set()
+
+        run = graph.compile(checkpointer=saver).ainvoke(
+            {"log": []}, {"configurable": {"thread_id": "gated"}}
+        )
+        result, _ = await asyncio.gather(run, open_gates())
+        return result
+
+    try:
+        assert asyncio.run(main()) == {"log": ["a"]}
+    finally:
+        saver.close()
