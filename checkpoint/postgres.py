@@ -18,8 +18,8 @@ How it uses PostgreSQL, and why:
 * A write is one transaction sent as a pipeline: the statements of a checkpoint or of
   a superstep's writes travel together and cost about one network round trip. Rows
   that several calls of one transaction add to a table go in one statement, and the
-  lease is checked once per transaction: a superstep's writes and checkpoint take
-  five statements, whatever the number of tasks.
+  lease is checked once per transaction: a one-task superstep's writes and checkpoint
+  are six statements and one commit.
 * Reads of one ``get_tuple``/``list`` call run in one ``REPEATABLE READ`` read-only
   transaction, so the rows, blobs and writes they combine come from one snapshot.
 * The storage design is the SQLite saver's (see `stepgraph.checkpoint.SqliteSaver`):
@@ -50,7 +50,6 @@ from typing import Any, Self, TypeVar
 
 try:
     import psycopg
-    from psycopg import errors as pg_errors
     from psycopg.conninfo import conninfo_to_dict
     from psycopg_pool import ConnectionPool, PoolTimeout
 except ImportError as exc:  # pragma: no cover - exercised without the extra installed
@@ -124,9 +123,9 @@ DELETE FROM {s}stepgraph_blobs
 WHERE hash IN (SELECT hash FROM cand EXCEPT SELECT hash FROM live)
 """.replace("{links}", _LINKS)
 
-# Puts insert into stepgraph_blobs (ROW EXCLUSIVE); collecting takes this mode, which
-# conflicts with that and with itself, so a blob cannot be collected between another
-# transaction finding it present and that transaction committing a reference to it.
+# A write transaction takes ROW EXCLUSIVE on stepgraph_blobs before it names any blob;
+# collecting takes this mode, which conflicts with that and with itself, so a collection
+# waits for the writes in progress and then sees every blob they name.
 _LOCK_BLOBS = "LOCK TABLE {s}stepgraph_blobs IN SHARE ROW EXCLUSIVE MODE"
 
 # Lease changes commit without waiting for the disk (one flush less per run start and
@@ -342,11 +341,17 @@ class PostgresSaver(StoredSaver):
             delay = min(delay * 2, 2.0)
 
     def _use(
-        self, work: Callable[[psycopg.Connection[Any]], T], *, read: bool, retry: bool = True
+        self,
+        work: Callable[[psycopg.Connection[Any]], T],
+        *,
+        read: bool,
+        retry: bool = True,
+        own: bool = False,
     ) -> T:
-        """Run ``work`` in one transaction; nested calls join the outer transaction."""
+        """Run ``work`` in one transaction; nested calls join the outer transaction,
+        unless ``own``: then it is a transaction of its own (on another connection)."""
         txn: _Txn | None = getattr(self._local, "txn", None)
-        if txn is not None:
+        if txn is not None and not own:
             return work(txn.conn)
 
         def once() -> T:
@@ -368,6 +373,7 @@ class PostgresSaver(StoredSaver):
                 f"{self!r} is closed; open a new PostgresSaver (or keep using it inside "
                 "its `with` block)"
             )
+        outer = getattr(self._local, "txn", None)  # set when this one is ``own``
         with self._pool.connection() as conn:
             txn = _Txn(conn)
             self._local.txn = txn
@@ -384,20 +390,15 @@ class PostgresSaver(StoredSaver):
                 _raise_fence(exc)
                 raise
             finally:
-                self._local.txn = None
+                self._local.txn = outer
         for job in txn.after:
             job()
 
     def _flush(self, txn: _Txn) -> None:
         conn, sql = txn.conn, self._sql
-        if txn.blobs is not None:
-            if txn.blobs:
-                rows = [_blob_row(k, data) for k, data in txn.blobs.items()]
-                _insert(conn, sql.insert_blobs, sql.insert_blob, rows, 4)
-            else:
-                # A checkpoint naming only stored blobs still takes the lock an insert
-                # would: the collector cannot remove a blob this transaction names.
-                conn.execute(sql.lock_blobs_shared)
+        if txn.blobs:
+            rows = [_blob_row(k, data) for k, data in txn.blobs.items()]
+            _insert(conn, sql.insert_blobs, sql.insert_blob, rows, 4)
         if txn.writes:
             _insert(conn, sql.insert_writes, sql.insert_write, txn.writes, 9)
         if txn.upserts:
@@ -523,9 +524,17 @@ class PostgresSaver(StoredSaver):
                 conn.execute(self._sql.fence, (thread, owner))
                 fenced.add(thread)
 
-    def _insert_blobs(self, blobs: Mapping[str, bytes]) -> None:
+    def _insert_blobs(self, conn: psycopg.Connection[Any], blobs: Mapping[str, bytes]) -> None:
+        """Add blobs to the transaction's insert; before its first, take the blob lock.
+
+        The lock comes before the transaction names any blob (in a checkpoint's refs
+        or a write's row): the collector's lock conflicts with it, so a collection
+        that starts meanwhile waits for this commit, and then sees what it names. The
+        rows themselves are sent with the commit, in one statement.
+        """
         txn = self._txn()
         if txn.blobs is None:
+            conn.execute(self._sql.lock_blobs_shared)
             txn.blobs = {}
         txn.blobs.update(blobs)
 
@@ -535,7 +544,7 @@ class PostgresSaver(StoredSaver):
 
         def work(conn: psycopg.Connection[Any]) -> None:
             self._fence(conn, prepared.thread)
-            self._insert_blobs(prepared.blobs)
+            self._insert_blobs(conn, prepared.blobs)
             # A re-put replaces the row and moves it to newest; its pending writes stay.
             old = conn.execute(self._sql.drop_checkpoint, address)
             conn.execute(
@@ -578,7 +587,7 @@ class PostgresSaver(StoredSaver):
             self._fence(conn, key[0])
             txn = self._txn()
             if blobs:
-                self._insert_blobs(blobs)
+                self._insert_blobs(conn, blobs)
             # A retried save of ordinary writes is a no-op (the first copy wins);
             # special writes (error, interrupt, ...) are replaced, the last one wins.
             for i, ch, data in rows:
@@ -641,6 +650,13 @@ class PostgresSaver(StoredSaver):
         that is a dead process on this machine is taken over at once.
         """
 
+        with self._fence_lock:
+            mine = self._fences.get(thread)
+        if mine is not None and mine != owner and not owner_is_dead(mine):
+            # Another run of this process holds it: writes are fenced per saver and
+            # thread, so a saver holds a thread for one run at a time.
+            return mine
+
         def work(conn: psycopg.Connection[Any]) -> str | None:
             conn.execute(_NO_WAIT_FOR_DISK)
             row = conn.execute(self._sql.lease_take, (thread, owner, ttl, None)).fetchone()
@@ -657,7 +673,7 @@ class PostgresSaver(StoredSaver):
                     return None
             return holder
 
-        holder = self._attempts(lambda: self._use(work, read=False, retry=False))
+        holder = self._attempts(lambda: self._use(work, read=False, retry=False, own=True))
         if holder is None:
             with self._fence_lock:
                 self._fences[thread] = owner
@@ -673,7 +689,7 @@ class PostgresSaver(StoredSaver):
             conn.execute(_NO_WAIT_FOR_DISK)
             conn.execute(self._sql.lease_release, (thread, owner))
 
-        self._writing(work)
+        self._use(work, read=False, own=True)  # never inside a batch: see _NO_WAIT_FOR_DISK
 
     def _start_heartbeat(self) -> None:
         if not self._heartbeat_on or self._heartbeat is not None:
@@ -701,7 +717,7 @@ class PostgresSaver(StoredSaver):
             conn.execute(_NO_WAIT_FOR_DISK)
             conn.execute(self._sql.lease_renew, (LEASE_TTL, thread, owner))
 
-        self._writing(work)
+        self._use(work, read=False, own=True)
 
 
 class _Txn:
@@ -713,7 +729,7 @@ class _Txn:
         self.conn = conn
         self.after: builtins.list[Callable[[], None]] = []
         self.fenced: set[str] = set()
-        self.blobs: dict[str, bytes] | None = None  # None: no blob statement needed
+        self.blobs: dict[str, bytes] | None = None  # None: the blob lock is not taken yet
         self.writes: builtins.list[tuple[Any, ...]] = []
         self.upserts: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
@@ -891,11 +907,25 @@ class _Statements:
 # -- helpers ----------------------------------------------------------------------
 
 
+# Server errors after which running the transaction again can succeed: the server is
+# shutting down or starting (57P01-57P03), or the transaction lost a conflict.
+_RETRY_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "40001", "40P01"})
+
+
 def _retryable(exc: psycopg.OperationalError) -> bool:
     """Whether the error means the connection (or the server) went away, or a
-    transient conflict: the transaction did not happen, or may run again safely."""
-    # A statement timeout or a cancel would only happen again.
-    return not isinstance(exc, pg_errors.QueryCanceled)
+    transient conflict: the transaction did not happen, or may run again safely.
+
+    Not retried: waiting for a free pooled connection timed out (``timeout`` is the
+    wait the caller asked for), and errors that would only happen again (a statement
+    timeout, a value beyond a limit, a full disk, a refused password).
+    """
+    if isinstance(exc, PoolTimeout):
+        return False
+    state = exc.sqlstate
+    if state is None:  # raised by the client: the connection broke or could not be made
+        return True
+    return state.startswith("08") or state in _RETRY_SQLSTATES
 
 
 def _raise_fence(exc: psycopg.Error) -> None:

@@ -28,6 +28,7 @@ from typing import Annotated, Any, TypedDict, cast
 import pytest
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (stepgraph[postgres])")
+psycopg_pool = pytest.importorskip("psycopg_pool", reason="psycopg-pool is not installed")
 
 from stepgraph.checkpoint import (  # noqa: E402
     CheckpointMetadata,
@@ -519,6 +520,40 @@ def test_retries_give_up_with_the_connection_error(postgres_dsn: str, postgres_s
         assert len(calls) == 1  # a timeout would only time out again
 
 
+def test_errors_that_would_happen_again_are_not_retried(
+    postgres_dsn: str, postgres_schema: str
+) -> None:
+    with PostgresSaver(
+        postgres_dsn, schema=postgres_schema, max_size=1, timeout=0.3, retry_backoff=0.2
+    ) as saver:
+        # Waiting for a free connection: the caller's timeout, once, not retries x it.
+        with (
+            saver._pool.connection(),  # the only connection is busy
+            pytest.raises(psycopg_pool.PoolTimeout) as waited,
+        ):
+            saver.get_tuple(config("t"))
+        assert "gave up" not in "".join(getattr(waited.value, "__notes__", []))
+        # A value beyond a server limit fails the same way every time.
+        calls = []
+
+        def beyond_a_limit() -> Any:
+            calls.append(1)
+            raise psycopg.errors.ProgramLimitExceeded("index row size exceeds maximum")
+
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+            saver._attempts(beyond_a_limit)
+        assert len(calls) == 1
+
+        def server_restarting() -> Any:
+            calls.append(1)
+            if len(calls) < 3:
+                raise psycopg.errors.AdminShutdown("terminating connection")
+            return "stored"
+
+        calls.clear()
+        assert saver._attempts(server_restarting) == "stored"  # 57P01: run it again
+
+
 def test_pool_settings_reach_the_pool(postgres_dsn: str, postgres_schema: str) -> None:
     with PostgresSaver(
         postgres_dsn,
@@ -588,6 +623,70 @@ def test_a_lost_lease_fences_off_the_stalled_worker(
         assert found is not None and found.pending_writes == []
         taker.release()
     stalled.release()  # releasing a lease you lost does not remove the new holder's
+
+
+def test_one_saver_holds_a_thread_for_one_run_at_a_time(saver: PostgresSaver, admin: Admin) -> None:
+    # Writes are fenced per saver and thread: a second run of the same process must not
+    # take the thread over (even from an expired lease), or the first run's writes
+    # would pass the second run's check.
+    first = put(saver, "t", {"x": 1})
+    running = saver.acquire_thread("t")
+    admin.rows("UPDATE stepgraph_leases SET expires_at = now() - interval '1 second'")
+    with pytest.raises(ThreadBusyError) as info:
+        saver.acquire_thread("t")
+    assert info.value.holder == running.owner
+    put(saver, "t", {"x": 2}, parent=first)  # the holder goes on
+    running.release()
+    saver.acquire_thread("t").release()  # and then the thread is free
+
+
+def test_a_lease_is_its_own_transaction_even_inside_a_batch(saver: PostgresSaver) -> None:
+    first = put(saver, "t", {"x": 1})
+    with pytest.raises(RuntimeError, match="the batch fails"), saver.batch():
+        lease = saver.acquire_thread("t")
+        put(saver, "t", {"x": 2}, parent=first)
+        raise RuntimeError("the batch fails")
+    assert ids(saver, config("t")) == [first["configurable"]["checkpoint_id"]]  # rolled back
+    with pytest.raises(ThreadBusyError):  # but the lease was taken, and is still held
+        saver.acquire_thread("t", owner="someone-else")
+    lease.release()
+
+
+def test_a_collection_waits_for_a_write_that_names_its_blobs(
+    postgres_dsn: str, postgres_schema: str, saver: PostgresSaver, admin: Admin
+) -> None:
+    # K3 continues from K1 and keeps its value (a fork, as time travel makes), so it
+    # names K1's blob without storing it. Pruning K1 while K3 is being stored must
+    # keep that blob.
+    k1 = put(saver, "t", {"x": "A" * 5000})
+    k2 = put(saver, "t", {"x": "B" * 5000}, parent=k1)
+    named = threading.Event()
+    original = PostgresSaver._flush
+
+    def slow_flush(self: PostgresSaver, txn: Any) -> None:
+        txn.conn.execute("SELECT 1").fetchone()  # the refs have reached the server
+        named.set()
+        threading.Event().wait(0.5)  # the pruner runs now
+        original(self, txn)
+
+    stored: dict[str, Any] = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(PostgresSaver, "_flush", slow_flush)
+        writer = threading.Thread(
+            target=lambda: stored.setdefault(
+                "k3", put(saver, "t", {"x": "A" * 5000}, parent=k1, new=[])
+            )
+        )
+        writer.start()
+        assert named.wait(5)
+        with PostgresSaver(postgres_dsn, schema=postgres_schema) as pruner:
+            pruner.prune(["t"], keep=1)  # K1 and K2 are older than K3 once it commits
+        writer.join()
+    found = saver.get_tuple(stored["k3"])
+    assert found is not None and found.checkpoint["channel_values"] == {"x": "A" * 5000}
+    assert ids(saver, config("t")) == [stored["k3"]["configurable"]["checkpoint_id"]]
+    assert k2 is not None
+    assert_blobs_exact(admin, saver)
 
 
 def test_the_heartbeat_keeps_a_long_step_s_lease(
