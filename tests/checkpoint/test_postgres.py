@@ -834,3 +834,49 @@ def test_a_send_fan_out_stores_every_task_s_writes(driver: Any, saver: PostgresS
     out = driver.invoke(app, {"items": list(range(40)), "out": []}, cfg)
     assert out["out"] == [i * i for i in range(40)]
     assert app.get_state(cfg).values["out"] == [i * i for i in range(40)]
+
+
+@pytest.mark.parametrize("durability", ["sync", "async"])
+def test_a_run_whose_step_commit_loses_its_connection_stores_each_write_once(
+    durability: str, saver: PostgresSaver, admin: Admin
+) -> None:
+    # The connection of one superstep's transaction (its task's writes and checkpoint)
+    # is terminated just before COMMIT: the run stores the step again, one write at a
+    # time, and ends with the same history as a run nothing happened to.
+    broken: list[int] = []
+    original = saver.batch
+
+    @contextmanager
+    def batch_broken_once() -> Iterator[None]:
+        with original():
+            yield
+            txn = saver._local.txn
+            if not broken and txn.writes:
+                broken.append(txn.conn.info.backend_pid)
+                txn.conn.execute("SELECT 1").fetchone()  # the statements so far have run
+                admin.conn.execute("SELECT pg_terminate_backend(%s)", (broken[0],))
+
+    app = _graph([], set()).compile(checkpointer=saver)
+    clean = {"configurable": {"thread_id": f"clean-{durability}"}}
+    app.invoke({"n": 0, "seen": []}, clean, durability=durability)
+    hit = {"configurable": {"thread_id": f"hit-{durability}"}}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(saver, "batch", batch_broken_once)
+        assert app.invoke({"n": 0, "seen": []}, hit, durability=durability) == {
+            "n": 3,
+            "seen": ["a", "b", "c"],
+        }
+    assert broken  # the connection did drop
+
+    def shape(cfg: dict[str, Any]) -> list[Any]:
+        return [
+            (s.metadata["step"], s.values, s.next, [t.name for t in s.tasks])
+            for s in app.get_state_history(cfg)
+        ]
+
+    assert shape(hit) == shape(clean)
+    counts = admin.rows(
+        "SELECT thread_id, COUNT(*) FROM stepgraph_writes GROUP BY thread_id ORDER BY 1"
+    )
+    assert counts[0][1] == counts[1][1]  # no write stored twice
+    assert_blobs_exact(admin, saver)
