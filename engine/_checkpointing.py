@@ -245,14 +245,25 @@ class Persistence:
             return
         self.lease = await asyncio.to_thread(self.saver.acquire_thread, self.thread, wait=self.wait)
 
-    async def aload(self) -> None:
-        """Read what ``restore`` needs in a worker thread, for async runs."""
+    async def aopen(self) -> None:
+        """Take the thread and read what ``restore`` needs, for async runs.
+
+        With a saver that waits on storage, both happen in one worker thread, so the
+        event loop goes on with other runs meanwhile.
+        """
         if not self.offload:
+            await self.aacquire()
             return
-        try:
-            self._loaded = await asyncio.to_thread(self._load)
-        except Exception as exc:  # raised by restore(), inside the run, as a sync run does
-            self._loaded = exc
+
+        def take_and_load() -> None:
+            if not self.ns:  # a subgraph runs inside its parent's lease
+                self.lease = self.saver.acquire_thread(self.thread, wait=self.wait)
+            try:
+                self._loaded = self._load()
+            except Exception as exc:  # raised by restore(), inside the run, as sync runs do
+                self._loaded = exc
+
+        await asyncio.to_thread(take_and_load)
 
     def _load(self) -> tuple[CheckpointTuple | None, bool]:
         """The checkpoint to continue from, and whether that is replaying an older one."""

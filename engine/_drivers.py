@@ -187,8 +187,7 @@ async def drive_async(
         if loop.persistence is not None:
             # Waiting for the thread and reading its checkpoint happen in worker
             # threads: other runs on this event loop go on meanwhile.
-            await loop.persistence.aacquire()
-            await loop.persistence.aload()
+            await loop.persistence.aopen()
         loop.start(input)
         for chunk in _flush(loop):
             yield chunk

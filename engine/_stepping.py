@@ -298,7 +298,7 @@ async def _async_steps(
     running: list[asyncio.Task[None]] = []
     try:
         if loop.persistence is not None:
-            await loop.persistence.aacquire()
+            await loop.persistence.aopen()  # off the event loop, as drive_async does
         loop.start(input)
         loop.out.clear()
         while tasks := loop.tick():
@@ -320,6 +320,8 @@ async def _async_steps(
                 raise
             loop.out.clear()
             yield step.result(loop, committed=not step.errors)
+        if loop.persistence is not None:
+            await loop.persistence.aclose()  # the last stores, off the event loop
     finally:
         for pending in running:
             pending.cancel()
