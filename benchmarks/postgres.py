@@ -1,6 +1,6 @@
 """PostgreSQL savers, stepgraph next to LangGraph: throughput of many workers, cost per step.
 
-Two figures, both on the PostgreSQL server ``--dsn`` names (default: the
+Three figures, all on the PostgreSQL server ``--dsn`` names (default: the
 ``STEPGRAPH_POSTGRES_DSN`` or ``STEPGRAPH_TEST_POSTGRES_DSN`` environment variable, else
 ``postgresql://postgres@127.0.0.1:5432/postgres``):
 
@@ -11,7 +11,10 @@ Two figures, both on the PostgreSQL server ``--dsn`` names (default: the
   barrier after their warm-up) and count the runs they finished; the figure is the sum
   over processes divided by the time. Medians over ``--repeat`` rounds; the engines
   alternate which goes first.
-* **cost per superstep**: the loop of ``benchmarks/checkpoints.py`` (each superstep
+* **async runs per second**: the same short runs from one event loop, ``ainvoke``
+  with ``--async-concurrency`` at a time (LangGraph with its ``AsyncPostgresSaver``);
+* **cost per superstep**: after a short warm-up run on the same saver, the loop of
+  ``benchmarks/checkpoints.py`` (each superstep
   appends a distinct 1 KB item to a list kept with ``operator.add``), run with no
   saver, with the SQLite saver and with the PostgreSQL saver; the cost is the run time
   with a saver minus the time without, divided by the steps. With ``durability="sync"``
@@ -31,6 +34,8 @@ repository root::
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import gc
 import multiprocessing
 import os
@@ -219,6 +224,83 @@ def throughput(
     return sum(count for _, count in outcomes) / seconds
 
 
+# -- async: many concurrent runs in one event loop ----------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def async_postgres_saver(engine: str, dsn: str, schema: str, pool_size: int) -> Any:
+    """The saver each engine offers to async code, with a pool of ``pool_size``."""
+    if engine == STEPGRAPH:
+        from stepgraph.checkpoint.postgres import PostgresSaver
+
+        # One saver for sync and async code: its a-methods run in worker threads.
+        with PostgresSaver(dsn, schema=schema, min_size=1, max_size=pool_size) as saver:
+            yield saver
+        return
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    kwargs = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+    async with AsyncConnectionPool(
+        with_search_path(dsn, schema), min_size=1, max_size=pool_size, kwargs=kwargs
+    ) as pool:
+        saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+        await saver.setup()
+        yield saver
+
+
+def async_rate(engine: str, dsn: str, schema: str, runs: int, concurrency: int) -> float:
+    """Runs per second of ``runs`` short runs, ``concurrency`` at a time, in one event loop."""
+    api = load(engine)
+    if isinstance(api, Unavailable):
+        raise RuntimeError(api.reason)
+
+    async def go() -> float:
+        async with async_postgres_saver(engine, dsn, schema, concurrency) as saver:
+            graph = build_short(api, saver)
+            gate = asyncio.Semaphore(concurrency)
+
+            async def one() -> None:
+                async with gate:
+                    config = {"configurable": {"thread_id": uuid.uuid4().hex}}
+                    out = await graph.ainvoke({"request": "r", "log": []}, config)
+                    if len(out["log"]) != 3:
+                        raise AssertionError(f"a run logged {out['log']!r}")
+
+            await asyncio.gather(*(one() for _ in range(concurrency)))  # warm-up
+            start = time.perf_counter()
+            await asyncio.gather(*(one() for _ in range(runs)))
+            return runs / (time.perf_counter() - start)
+
+    return asyncio.run(go())
+
+
+def report_async(
+    engines: Sequence[str],
+    dsn: str,
+    schemas: dict[str, str],
+    runs: int,
+    concurrency: int,
+    repeat: int,
+) -> dict[str, float]:
+    samples: dict[str, list[float]] = {e: [] for e in engines}
+    for r in range(repeat):
+        for engine in engines if r % 2 == 0 else engines[::-1]:
+            samples[engine].append(async_rate(engine, dsn, schemas[engine], runs, concurrency))
+    rates = {e: statistics.median(v) for e, v in samples.items()}
+    print()
+    print(
+        f"async runs per second (one process, one event loop, {runs} short runs, "
+        f"{concurrency} at a time; LangGraph: AsyncPostgresSaver)"
+    )
+    for engine in engines:
+        print(f"  {engine:<11}{rates[engine]:>12.1f}")
+    if len(engines) == 2:
+        print(f"  {'sg / lg':<11}{rates[STEPGRAPH] / rates[LANGGRAPH]:>11.1f}x")
+    return rates
+
+
 # -- cost per superstep -------------------------------------------------------------------
 
 
@@ -280,9 +362,11 @@ def step_costs(
                 else:
                     opened = local_saver(engine, kind, tmp)
                 with opened as saver:
-                    elapsed = append_run(
-                        apis[engine], saver, n, None if kind == "none" else durability
-                    )
+                    mode = None if kind == "none" else durability
+                    # A short run first, so that connections are open and statements
+                    # prepared before the timed one (a long-lived worker's state).
+                    append_run(apis[engine], saver, 3, mode)
+                    elapsed = append_run(apis[engine], saver, n, mode)
                 if r:
                     samples[(engine, kind, durability)].append(elapsed)
     return {key: statistics.median(vals) for key, vals in samples.items()}
@@ -377,6 +461,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--concurrency", type=int, default=4, help="threads per process (4)")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of a round (3)")
+    parser.add_argument(
+        "--async-runs", type=int, default=300, help="runs of the async figure (300)"
+    )
+    parser.add_argument(
+        "--async-concurrency", type=int, default=50, help="async runs at a time (50)"
+    )
     parser.add_argument("--steps", type=int, default=200, help="supersteps of the loop (200)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds per case (3)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
@@ -385,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.processes, args.concurrency, args.seconds = "1,2", 2, 0.5
         args.steps, args.repeat = 10, 1
+        args.async_runs, args.async_concurrency = 20, 5
     try:
         process_counts = [int(p) for p in args.processes.split(",")]
     except ValueError:
@@ -429,6 +520,9 @@ def main(argv: list[str] | None = None) -> int:
             args.concurrency,
             args.seconds,
             args.repeat,
+        )
+        report_async(
+            list(apis), args.dsn, schemas, args.async_runs, args.async_concurrency, args.repeat
         )
         report_step_costs(apis, args.dsn, schemas, args.steps, args.repeat)
     finally:
