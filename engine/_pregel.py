@@ -612,8 +612,13 @@ class Pregel:
         config: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         *,
         return_exceptions: bool = False,
+        executor: Executor | None = None,
     ) -> list[Any]:
-        """Invoke the graph on each input, in parallel threads (``max_concurrency``)."""
+        """Invoke the graph on each input, in parallel threads (``max_concurrency``).
+
+        ``executor`` is passed to every ``invoke``: each run's parallel tasks go there
+        (a ``RayExecutor`` sends them to Ray).
+        """
         configs = _per_input(config, len(inputs))
         if not inputs:
             return []
@@ -621,7 +626,7 @@ class Pregel:
 
         def one(pair: tuple[Any, Mapping[str, Any] | None]) -> Any:
             try:
-                return self.invoke(pair[0], pair[1])
+                return self.invoke(pair[0], pair[1], executor=executor)
             except Exception as exc:
                 if return_exceptions:
                     return exc
