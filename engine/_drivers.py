@@ -93,6 +93,14 @@ def _bind(loop: RunLoop, executor: Executor | None) -> None:
         loop.remote = bind(loop)
 
 
+def _unbind(loop: RunLoop) -> None:
+    # The run is over, however it ended: the executor cancels what it still runs for
+    # it and lets go of what it holds for it. Called only when ``loop.remote`` is set.
+    close = getattr(loop.remote, "close", None)
+    if close is not None:
+        close()
+
+
 def drive_sync(
     loop: RunLoop, input: Any, executor: Executor | None, max_concurrency: int | None
 ) -> Iterator[Chunk]:
@@ -145,6 +153,8 @@ def drive_sync(
     finally:
         if owned is not None:
             owned.shutdown(wait=False, cancel_futures=True)
+        if loop.remote is not None:
+            _unbind(loop)
         _close(loop)
 
 

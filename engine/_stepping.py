@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._core import _detach
-from ._drivers import _aworker, _bind, _close, _Done, _worker
+from ._drivers import _aworker, _bind, _close, _Done, _unbind, _worker
 from ._interrupt import GraphInterrupt, Interrupt
 from ._loop import RunLoop
 from ._runner import run_sync
@@ -249,6 +249,8 @@ def _sync_steps(
     finally:
         if owned is not None:
             owned.shutdown(wait=False, cancel_futures=True)
+        if loop.remote is not None:
+            _unbind(loop)
 
 
 def _run_here(task: Task, loop: RunLoop) -> BaseException | None:

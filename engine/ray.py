@@ -1,7 +1,7 @@
 """Run a superstep's tasks on a Ray cluster (the ``stepgraph[ray]`` extra).
 
 ``RayExecutor`` is a ``concurrent.futures.Executor`` to pass as ``executor=`` to
-``invoke``, ``stream`` and ``iter`` (the sync drivers)::
+``invoke``, ``stream``, ``iter`` and ``batch`` (the sync drivers)::
 
     from stepgraph.engine.ray import RayExecutor
 
@@ -16,10 +16,15 @@ checkpoints and stream events. A step's outcome and its checkpoints are the ones
 the default thread pool gives.
 
 On the worker, node code may use its ``config``, ``runtime`` (context, step, node,
-attempt) and stream writer (its chunks reach the ``custom`` stream when the task
-returns). Whatever needs the driver's run (``interrupt()``, calls of ``@task``
-functions, running a graph inside the node) raises ``DriverOnlyError``: keep such
-nodes in the driver with ``RayExecutor(nodes=[...])`` naming only the nodes to ship.
+attempt) and stream writer (its chunks reach the ``custom`` stream when the attempt
+ends, also when it raised). Whatever needs the driver's run (``interrupt()``, calls
+of ``@task`` functions, running a graph inside the node) raises ``DriverOnlyError``:
+keep such nodes in the driver with ``RayExecutor(nodes=[...])`` naming only the
+nodes to ship.
+
+A run that ends early (a stream left with ``break``, Ctrl-C, an error) cancels
+its Ray tasks that have not finished; so does ``shutdown(cancel_futures=True)`` for
+every run: their tasks fail with ``ExecutorClosedError``.
 
 Ray moves functions, inputs and results between processes with (cloud)pickle. That
 is transport between processes you run, not storage: what a run saves still goes
@@ -30,6 +35,7 @@ See ``docs/distributed.md``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 import threading
@@ -39,7 +45,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 try:
     import ray
-    from ray.exceptions import RaySystemError, RayTaskError, WorkerCrashedError
+    from ray.exceptions import (
+        RaySystemError,
+        RayTaskError,
+        TaskCancelledError,
+        WorkerCrashedError,
+    )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "stepgraph.engine.ray needs Ray: pip install 'stepgraph[ray]' (or ray>=2.40)"
@@ -54,7 +65,7 @@ if TYPE_CHECKING:
     from ._program import NodeSpec
     from ._task import Task
 
-__all__ = ["RayExecutor", "DriverOnlyError"]
+__all__ = ["RayExecutor", "DriverOnlyError", "ExecutorClosedError"]
 
 _DEFAULT_OPTIONS: dict[str, Any] = {"num_cpus": 1, "max_retries": 3}
 # Options that would change what a Ray task means to the driver: application errors
@@ -87,11 +98,34 @@ class DriverOnlyError(GraphRunError):
         self.message = message
 
     def __reduce__(self) -> tuple[Any, ...]:  # it travels back from the worker
-        return (_rebuild_driver_only, (self.message, self.node))
+        # The state keeps what was attached on the way (notes, the task's chunks).
+        return (_rebuild_driver_only, (self.message, self.node), self.__dict__)
 
 
 def _rebuild_driver_only(message: str, node: str) -> DriverOnlyError:
     return DriverOnlyError(message, node=node)
+
+
+class ExecutorClosedError(GraphRunError):
+    """A task did not run, or was cancelled, because its run or its executor was closed.
+
+    Raised for the tasks of a run that ends early (a stream left with ``break``,
+    Ctrl-C, an error in the driver): those not yet sent to Ray are not sent, those
+    waiting or running on Ray are cancelled. Raised for every task of every run when the
+    ``RayExecutor`` is shut down with ``cancel_futures=True`` (or stops the Ray it
+    started without waiting), and for a run, or ``submit()``, that uses an executor
+    already shut down. Not retried by the default retry policy (a ``RuntimeError``).
+
+    Attributes:
+        node: the node whose task it was, or ``None`` (``submit()``, a new run).
+    """
+
+    def __init__(self, message: str, *, node: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+_SHUT_DOWN = "this RayExecutor was shut down; make a new one"
 
 
 # -- the worker side ----------------------------------------------------------------
@@ -213,18 +247,32 @@ class _WorkerContext:
         raise self._driver_only()
 
 
+# An error raised on a worker carries the custom chunks its attempt wrote (the driver
+# streams them before raising it, as a thread pool would have streamed them).
+_CHUNKS = "_stepgraph_chunks"
+
+
 def _run_on_worker(
     node: tuple[Callable[[Any], Any], Mapping[str, Any], tuple[str, ...]],
     input: Any,
     info: _TaskInfo,
     shared: _Shared | _NotShipped,
-) -> tuple[Any, list[Any]]:
-    """The Ray task: call the node's function; return its output and its custom chunks."""
+) -> bytes:
+    """The Ray task: call the node's function; return its output and its custom chunks.
+
+    They are pickled here rather than by Ray, so that a value that cannot be sent back
+    fails with an error saying so (Ray's own would read as if the node raised it).
+    """
     proc, metadata, tags = node
     ctx = _WorkerContext(info, metadata, tags, shared)
     token = current_task.set(cast(TaskContext, ctx))  # duck-typed: see _WorkerContext
     try:
         output = proc(input)
+    except BaseException as exc:
+        if ctx.chunks:
+            with contextlib.suppress(Exception):  # one that takes no attributes
+                setattr(exc, _CHUNKS, ctx.chunks)
+        raise
     finally:
         current_task.reset(token)
     if inspect.isawaitable(output):
@@ -233,9 +281,27 @@ def _run_on_worker(
             close()
         raise TypeError(
             f"node {info.name!r} returned an awaitable on a Ray worker; the RayExecutor "
-            "runs sync nodes only (invoke()/stream()/iter())"
+            "runs sync nodes only (invoke()/stream()/iter()/batch())"
         )
-    return output, ctx.chunks
+    try:
+        return ray.cloudpickle.dumps((output, ctx.chunks))
+    except Exception as exc:
+        raise _unsendable(info.name, output, exc) from None
+
+
+def _unsendable(node: str, output: Any, exc: Exception) -> TypeError:
+    try:
+        ray.cloudpickle.dumps(output)
+    except Exception:
+        what = "its return value"
+    else:
+        what = "a chunk it wrote to the custom stream"
+    return TypeError(
+        f"node {node!r} ran on a Ray worker, but {what} could not be sent back to the "
+        f"driver ({_summary(exc)}); return only picklable values (no locks, open files, "
+        "connections or generators), or keep the node in the driver: "
+        "RayExecutor(nodes=[...]) naming only the nodes to ship"
+    )
 
 
 # -- the driver side ----------------------------------------------------------------
@@ -244,9 +310,13 @@ def _run_on_worker(
 class RayExecutor(Executor):
     """Runs the node functions of a superstep's tasks as Ray tasks.
 
-    Pass it as ``executor=`` to ``invoke``, ``stream`` or ``iter``. The driver keeps
-    the superstep loop, retries, caching, writers, the barrier and checkpoints; each
-    shipped task blocks one local thread while its Ray task runs.
+    Pass it as ``executor=`` to ``invoke``, ``stream``, ``iter`` or ``batch`` (from
+    async code: ``await asyncio.to_thread(graph.invoke, ..., executor=...)``). The
+    driver keeps the superstep loop, retries, caching, writers, the barrier and
+    checkpoints; each shipped task blocks one local thread while its Ray task runs.
+    With ``max_concurrency=1`` in the run's config, a superstep's tasks are sent one
+    at a time; other values of ``max_concurrency`` do not apply (``max_in_flight``
+    does).
 
     Args:
         address: where Ray runs. If Ray is already initialized in this process, that
@@ -318,12 +388,21 @@ class RayExecutor(Executor):
             raise
         self._nodes = None if per_node is None else tuple(per_node)
         self.max_in_flight: int = max_in_flight
+        # Marks its threads: the tasks they run were submitted before any shutdown.
+        self._token = object()
         self._pool = ThreadPoolExecutor(
-            max_workers=max_in_flight, thread_name_prefix="stepgraph-ray"
+            max_workers=max_in_flight,
+            thread_name_prefix="stepgraph-ray",
+            initializer=_mark_thread,
+            initargs=(self._token,),
         )
         self._lock = threading.Lock()
+        # Notified when no thread is sending a task, and when no task is on Ray.
+        self._idle = threading.Condition(self._lock)
+        self._sending = 0  # threads between the check for shutdown and their task's ref
         self._in_flight: set[Any] = set()
-        self._closed = False
+        self._closed = False  # shut down: no new runs, submissions or tasks
+        self._cancelled = False  # ... and no task at all; what is on Ray is cancelled
 
     def __repr__(self) -> str:
         nodes = "all" if self._nodes is None else list(self._nodes)
@@ -332,33 +411,54 @@ class RayExecutor(Executor):
     # -- concurrent.futures.Executor -------------------------------------------------
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        """Run ``fn`` on one of the local threads (the driver hands its tasks here)."""
+        """Run ``fn`` on one of the local threads (the driver hands its tasks here).
+
+        Raises:
+            ExecutorClosedError: the executor was shut down.
+        """
+        if self._closed:
+            raise ExecutorClosedError(_SHUT_DOWN)
         return self._pool.submit(fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop the local threads; ``cancel_futures`` also cancels Ray tasks in flight.
+        """Stop taking work; if this executor started Ray (or connected to it), stop it.
 
-        If this executor started Ray (or connected to it), it stops (or disconnects)
-        Ray too; a Ray that was running before is left running.
+        Tasks already handed to the executor finish, and ``wait`` waits for them. A
+        run that goes on using the executor fails at its next superstep with
+        ``ExecutorClosedError``. With ``cancel_futures=True``, the tasks not yet sent
+        to Ray fail with ``ExecutorClosedError`` instead, and those on Ray are
+        cancelled (a running one gets ``KeyboardInterrupt`` at its next Python
+        instruction) and fail with it too, so every run using the executor ends.
+
+        Ray that this executor started is stopped (``ray.shutdown()``) after that,
+        once the tasks on Ray are done (a run's task that its driver thread sends
+        itself, too); a Ray that was running before is left running. ``wait=False``
+        with Ray to stop cancels as ``cancel_futures=True`` does: Ray does not outlive
+        the call.
         """
-        self._closed = True
-        self._pool.shutdown(wait=False, cancel_futures=cancel_futures)
-        if cancel_futures:
+        stop_ray, self._owns_ray = self._owns_ray, False
+        with self._lock:
+            self._closed = True
+            if cancel_futures or (stop_ray and not wait):
+                self._cancelled = True
+            while self._sending:  # a task being sent now gets its ref first
+                self._idle.wait()
+            refs = list(self._in_flight) if self._cancelled else []
+        for ref in refs:
+            _cancel(ref)
+        self._pool.shutdown(wait=wait)
+        if stop_ray:
             with self._lock:
-                refs = list(self._in_flight)
-            for ref in refs:
-                ray.cancel(ref)
-        if wait:
-            self._pool.shutdown(wait=True)
-        if self._owns_ray:
-            self._owns_ray = False
+                self._cancelled = True  # nothing is sent any more
+                while wait and self._in_flight:  # none waits on a Ray that is gone
+                    self._idle.wait()
             ray.shutdown()
 
     # -- the hook the sync drivers call once per run -----------------------------------
 
     def _stepgraph_bind(self, loop: RunLoop) -> Callable[[Task], Any] | None:
         if self._closed:
-            raise RuntimeError("this RayExecutor was shut down; make a new one")
+            raise ExecutorClosedError(_SHUT_DOWN)
         graph = loop.graph
         program = graph.program
         # An @entrypoint (the only graph that streams from inside its lone task) runs
@@ -395,16 +495,18 @@ class RayExecutor(Executor):
         shared = _Shared(loop.config, loop.limit, loop.context)
         return _RayRun(self, chosen, shared)
 
-    def _call(self, remote: Any, args: tuple[Any, ...]) -> Any:
-        """Start a Ray task and wait for it, cancellable by ``shutdown``."""
-        ref = remote.remote(*args)
-        with self._lock:
-            self._in_flight.add(ref)
-        try:
-            return ray.get(ref)
-        finally:
-            with self._lock:
-                self._in_flight.discard(ref)
+
+_threads = threading.local()
+
+
+def _mark_thread(token: object) -> None:
+    _threads.executor = token
+
+
+def _cancel(ref: Any) -> None:
+    # A task still queued on Ray never starts; a running one gets KeyboardInterrupt.
+    with contextlib.suppress(Exception):  # it finished meanwhile, or Ray is gone
+        ray.cancel(ref)
 
 
 def _check_options(options: Mapping[str, Any]) -> None:
@@ -423,7 +525,9 @@ def _stays_local(spec: NodeSpec) -> str | None:
             "local threads)"
         )
     if spec.is_async:
-        return "is async: the RayExecutor runs with invoke()/stream()/iter(), sync nodes only"
+        return (
+            "is async: the RayExecutor runs with invoke()/stream()/iter()/batch(), sync nodes only"
+        )
     return None
 
 
@@ -432,9 +536,20 @@ class _RayRun:
 
     What every task of the run shares is put in Ray's object store once: each shipped
     node's function (with its metadata and tags) and the run's config and context.
+    The drivers call ``close()`` when the run ends, however it ends: it cancels the
+    run's tasks still on Ray and lets the object store drop what the run put there.
     """
 
-    __slots__ = ("_lock", "_nodes", "_refs", "_shared", "_shared_ref", "executor")
+    __slots__ = (
+        "_closed",
+        "_in_flight",
+        "_lock",
+        "_nodes",
+        "_refs",
+        "_shared",
+        "_shared_ref",
+        "executor",
+    )
 
     def __init__(self, executor: RayExecutor, nodes: dict[str, NodeSpec], shared: _Shared) -> None:
         self.executor = executor
@@ -443,9 +558,14 @@ class _RayRun:
         self._refs: dict[str, Any] = {}
         self._shared_ref: Any = None
         self._lock = threading.Lock()
+        self._in_flight: set[Any] = set()  # guarded by the executor's lock
+        self._closed = False
 
     def __call__(self, task: Task) -> Any:
         node = task.node
+        executor = self.executor
+        if self._closed or executor._closed:
+            self._check_open(task.name)
         if self._nodes.get(task.name) is not node:
             return node.proc(task.input)
         ctx = current_task.get()  # the driver's context of this attempt
@@ -453,13 +573,21 @@ class _RayRun:
         info = _TaskInfo(
             task.name, task.step, task.attempt, task.triggers, task.path, task.namespace, stream
         )
-        executor = self.executor
         remote = executor._remote_for.get(task.name, executor._remote)
-        args = (self._node_ref(node), task.input, info, self._shared_put())
+        ref = self._send(task, remote, info)
         try:
-            output, chunks = executor._call(remote, args)
+            output, chunks = ray.cloudpickle.loads(ray.get(ref))
+        except TaskCancelledError as err:
+            if self._stopping():
+                raise self._cancelled_error(task.name) from err
+            raise
         except RayTaskError as err:
-            raise _unwrap(err, task.name) from None
+            error = _unwrap(err, task.name)
+            chunks = error.__dict__.pop(_CHUNKS, None)
+            if chunks and ctx is not None:  # what the failed attempt wrote
+                for chunk in chunks:
+                    ctx.writer(chunk)
+            raise error from None
         except WorkerCrashedError as err:
             err.add_note(
                 f"the Ray worker running node {task.name!r} died, and Ray gave up rerunning "
@@ -467,13 +595,105 @@ class _RayRun:
                 "WorkerCrashedError tries again from the driver"
             )
             raise
-        except TypeError as err:  # the input could not be pickled for Ray
-            err.add_note(f"while sending the input of node {task.name!r} to a Ray worker")
+        except BaseException as err:
+            if self._stopping():  # e.g. Ray stopped under a waiting thread
+                raise self._cancelled_error(task.name) from err
             raise
+        finally:
+            with executor._lock:
+                self._in_flight.discard(ref)
+                executor._in_flight.discard(ref)
+                if not executor._in_flight:
+                    executor._idle.notify_all()
         if chunks and ctx is not None:
             for chunk in chunks:  # the custom stream gets them when the task returns
                 ctx.writer(chunk)
         return output
+
+    def close(self) -> None:
+        """The run ended: send no more tasks, cancel those on Ray, drop the shared refs."""
+        executor = self.executor
+        with executor._lock:
+            self._closed = True
+            refs = list(self._in_flight)
+        for ref in refs:
+            _cancel(ref)
+        with self._lock:
+            self._refs.clear()
+            self._shared_ref = None
+
+    # -- sending a task ----------------------------------------------------------------
+
+    def _stopping(self) -> bool:
+        return self._closed or self.executor._cancelled
+
+    def _check_open(self, name: str) -> None:
+        """Raise if a task of this run may not start now (takes no lock)."""
+        executor = self.executor
+        if self._closed:
+            raise ExecutorClosedError(
+                f"node {name!r} was not run: its run had ended (it was left early, "
+                "stopped, or it failed) before the task started",
+                node=name,
+            )
+        if executor._cancelled:
+            raise ExecutorClosedError(
+                f"node {name!r} was not run: its RayExecutor was shut down "
+                "(shutdown(cancel_futures=True), or it stopped the Ray it had started) "
+                "before the task started; make a new RayExecutor to run it",
+                node=name,
+            )
+        if executor._closed and getattr(_threads, "executor", None) is not executor._token:
+            # Not a task handed to the executor before it shut down: a new one.
+            raise ExecutorClosedError(f"{_SHUT_DOWN} (node {name!r} was to run)", node=name)
+
+    def _cancelled_error(self, name: str) -> ExecutorClosedError:
+        why = (
+            "its run had ended (it was left early, stopped, or it failed)"
+            if self._closed
+            else "its RayExecutor was shut down (shutdown(cancel_futures=True), or it "
+            "stopped the Ray it had started)"
+        )
+        return ExecutorClosedError(
+            f"node {name!r} was cancelled on Ray: {why} before the task finished", node=name
+        )
+
+    def _send(self, task: Task, remote: Any, info: _TaskInfo) -> Any:
+        """Start the task's Ray task; its ref is in flight (cancellable) when this returns.
+
+        ``shutdown`` waits for the threads between the check and the ref: Ray must not
+        stop (and ``remote()``/``put()`` start a new one) under them.
+        """
+        executor = self.executor
+        with executor._lock:
+            if self._closed or executor._closed:
+                self._check_open(task.name)
+            executor._sending += 1
+        ref = None
+        try:
+            node = task.node
+            args = (self._node_ref(node), task.input, info, self._shared_put(task.name))
+            try:
+                ref = remote.remote(*args)
+            except Exception as exc:
+                raise TypeError(
+                    f"could not send the input of node {task.name!r} to a Ray worker "
+                    f"({_summary(exc)}); make it picklable (plain data, no locks, open "
+                    "files, connections or generators), or keep the node in the driver: "
+                    "RayExecutor(nodes=[...]) naming only the nodes to ship"
+                ) from exc
+        finally:
+            with executor._lock:
+                executor._sending -= 1
+                if not executor._sending:
+                    executor._idle.notify_all()
+                if ref is not None:
+                    self._in_flight.add(ref)
+                    executor._in_flight.add(ref)
+                cancel = self._stopping()
+        if cancel:  # closed while it was being sent: close() did not see its ref
+            _cancel(ref)
+        return ref
 
     def _node_ref(self, node: NodeSpec) -> Any:
         ref = self._refs.get(node.name)
@@ -481,6 +701,8 @@ class _RayRun:
             with self._lock:
                 ref = self._refs.get(node.name)
                 if ref is None:
+                    if self._closed:  # close() dropped the refs: put nothing back
+                        self._check_open(node.name)
                     try:
                         ref = ray.put((node.proc, node.metadata, node.tags))
                     except Exception as exc:
@@ -494,12 +716,14 @@ class _RayRun:
                     self._refs[node.name] = ref
         return ref
 
-    def _shared_put(self) -> Any:
+    def _shared_put(self, name: str) -> Any:
         ref = self._shared_ref
         if ref is None:
             with self._lock:
                 ref = self._shared_ref
                 if ref is None:
+                    if self._closed:
+                        self._check_open(name)
                     try:
                         ref = ray.put(self._shared)
                     except Exception as exc:  # asked for on the worker, it says why

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,6 +77,23 @@ def executor() -> Iterator[Any]:
         ex.shutdown()
         ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
         assert not ray.is_initialized()  # it started Ray, so it stopped it
+
+
+def recording(**kwargs: Any) -> Any:
+    """A RayExecutor that keeps each run's binding (``runs``), to look at after the run."""
+    from stepgraph.engine.ray import RayExecutor
+
+    class Recording(RayExecutor):
+        runs: list[Any]
+
+        def _stepgraph_bind(self, loop: Any) -> Any:
+            run = super()._stepgraph_bind(loop)
+            self.runs.append(run)
+            return run
+
+    ex = Recording(**kwargs)
+    ex.runs = []
+    return ex
 
 
 def saved(saver: BaseCheckpointSaver, name: str) -> list[Any]:
@@ -168,6 +186,16 @@ def test_writes_apply_in_task_path_order_not_completion_order(
     assert last == {"n": n, "out": [0, 1, 2]}  # the order the barrier applied them
 
 
+def test_batch_runs_each_input_on_the_executor(executor: Any) -> None:
+    inputs = [{"n": 2, "out": []}, {"n": 3, "out": []}]
+    results = fanout(square).batch(inputs, executor=executor)
+    assert [[o[:2] for o in r["out"]] for r in results] == [
+        [(0, 0), (1, 1)],
+        [(0, 0), (1, 1), (2, 4)],
+    ]
+    assert {o[2] for r in results for o in r["out"]}.isdisjoint({os.getpid()})
+
+
 def test_stepping_through_a_run_on_ray(executor: Any) -> None:
     steps = list(fanout(square).iter({"n": 4, "out": []}, executor=executor))
     assert [s.step for s in steps] == [0, 1]
@@ -231,6 +259,158 @@ def test_a_worker_killed_mid_step_does_not_lose_the_step(executor: Any, tmp_path
     assert saved(saver, "ray") == saved(saver, "local")
 
 
+def die_on_first_attempt(arg: dict[str, int], runtime: Runtime[Any]) -> dict[str, Any]:
+    if runtime.attempt == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"out": [(arg["i"], runtime.attempt)]}
+
+
+def test_when_ray_gives_up_on_a_dead_worker_the_retry_policy_sends_it_again(
+    executor: Any,
+) -> None:
+    from stepgraph.engine.ray import RayExecutor
+
+    policy = RetryPolicy(initial_interval=0.01, jitter=False)  # default retry_on
+    graph = fanout(die_on_first_attempt, retry_policy=policy)
+    with RayExecutor(remote_options={"max_retries": 0}) as ex:  # Ray does not rerun it
+        chunks = list(
+            graph.stream({"n": 1, "out": []}, executor=ex, stream_mode=["tasks", "values"])
+        )
+    assert chunks[-1] == ("values", {"n": 1, "out": [(0, 2)]})  # attempt 2 succeeded
+    failed = [p["error"] for mode, p in chunks if mode == "tasks" and p.get("error")]
+    assert len(failed) == 1 and "WorkerCrashedError" in repr(failed[0])
+
+
+def writes_then_fails(arg: dict[str, int], runtime: Runtime[Any]) -> dict[str, Any]:
+    get_stream_writer()(("attempt", arg["i"], runtime.attempt))
+    if runtime.attempt == 1:
+        raise ConnectionError("the service hung up")
+    return {"out": [arg["i"]]}
+
+
+def test_the_chunks_of_a_failed_attempt_reach_the_stream(executor: Any) -> None:
+    graph = fanout(writes_then_fails, retry_policy=RetryPolicy(initial_interval=0.01))
+    on_threads = list(graph.stream({"n": 2, "out": []}, stream_mode="custom"))
+    on_ray = list(graph.stream({"n": 2, "out": []}, executor=executor, stream_mode="custom"))
+    assert sorted(on_ray) == sorted(on_threads)
+    assert sorted(on_ray) == [("attempt", i, a) for i in range(2) for a in (1, 2)]
+
+
+# -- ending a run early, shutting the executor down -------------------------------------
+
+
+def waits(arg: dict[str, Any]) -> dict[str, Any]:
+    """Marks that it started, then waits (in short sleeps: a cancel ends it promptly)."""
+    folder = Path(arg["folder"])
+    (folder / f"started-{arg['i']}").touch()
+    deadline = time.monotonic() + arg["secs"]
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+    return {"out": [arg["i"]]}
+
+
+def waiting_fanout(folder: Path, secs: float, **compile_kw: Any) -> Any:
+    def sends(state: State) -> list[Send]:
+        return [
+            Send("work", {"i": i, "folder": str(folder), "secs": secs}) for i in range(state["n"])
+        ]
+
+    graph = StateGraph(State)
+    graph.add_node("work", waits, retry_policy=compile_kw.pop("retry_policy", None))
+    graph.add_conditional_edges(START, sends, ["work"])
+    return graph.compile(**compile_kw)
+
+
+def started(folder: Path) -> int:
+    return len(list(folder.glob("started-*")))
+
+
+def test_shutdown_with_cancel_futures_ends_the_runs_using_the_executor(
+    executor: Any, tmp_path: Path
+) -> None:
+    from stepgraph.engine.ray import ExecutorClosedError
+
+    ex = recording(max_in_flight=2)
+    graph = waiting_fanout(tmp_path, secs=20, retry_policy=RetryPolicy(initial_interval=0.01))
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            graph.invoke({"n": 6, "out": []}, executor=ex)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    deadline = time.monotonic() + 30
+    while started(tmp_path) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    ex.shutdown(cancel_futures=True)  # two tasks on Ray, four waiting for a thread
+    runner.join(timeout=30)
+    assert not runner.is_alive()  # the run ended; it used to wait forever
+    assert time.monotonic() - t0 < 10  # the running tasks were cancelled, not awaited
+    assert started(tmp_path) <= 3  # two CPUs; the four waiting for a thread never went to Ray
+    (group,) = outcome  # every task of the step failed
+    assert isinstance(group, ExceptionGroup) and len(group.exceptions) == 6
+    for error in group.exceptions:
+        assert isinstance(error, ExecutorClosedError) and isinstance(error, RuntimeError)
+        assert "RayExecutor was shut down" in str(error)
+        assert any("was not retried" in note for note in error.__notes__)  # default policy
+    # Sent to Ray (two running, and the driver's own, queued there), or never sent.
+    messages = [str(e).split(":")[0] for e in group.exceptions]
+    assert messages.count("node 'work' was cancelled on Ray") >= 2
+    assert messages.count("node 'work' was not run") >= 3
+    assert ex._in_flight == set() and ex.runs[0]._refs == {}
+    with pytest.raises(ExecutorClosedError, match="was shut down; make a new one"):
+        ex.submit(print)
+    with pytest.raises(ExecutorClosedError, match="was shut down; make a new one"):
+        graph.invoke({"n": 1, "out": []}, executor=ex)
+
+
+@pytest.mark.parametrize("n", [1, 3], ids=["one-task", "three-tasks"])
+def test_a_run_still_using_an_executor_after_shutdown_fails_clearly(executor: Any, n: int) -> None:
+    from stepgraph.engine.ray import ExecutorClosedError, RayExecutor
+
+    ex = RayExecutor()
+    steps = fanout(square).iter({"n": n, "out": []}, executor=ex)
+    assert next(steps).step == 0  # START, in the driver
+    ex.shutdown()
+    with pytest.raises(ExecutorClosedError, match="was shut down; make a new one"):
+        for _ in steps:  # step 1: its task runs inline (n=1) or is submitted (n=3)
+            pass
+
+
+def test_leaving_a_stream_early_cancels_the_runs_ray_tasks(executor: Any, tmp_path: Path) -> None:
+    ex = recording(max_in_flight=2)
+    graph = waiting_fanout(tmp_path, secs=0.5)
+    for chunk in graph.stream({"n": 10, "out": []}, executor=ex, stream_mode="updates"):
+        if "work" in chunk:
+            break  # the first task is done; the others are on Ray or waiting for a thread
+    ex.shutdown()  # waits for its threads: those still holding a task would run it
+    assert started(tmp_path) <= 4  # all 10 ran before
+    (run,) = ex.runs
+    assert run._in_flight == set() and run._refs == {} and run._shared_ref is None
+
+
+def test_a_run_lets_go_of_its_object_store_refs_however_it_ends(
+    executor: Any, tmp_path: Path
+) -> None:
+    ex = recording()
+    with pytest.raises(ValueError, match="item 2 is malformed") as info:
+        fanout(reject).invoke({"n": 4, "out": []}, executor=ex)
+    failed = ex.runs[0]
+    assert info.value.__traceback__ is not None  # the error still holds the run's frames
+    assert failed._refs == {} and failed._shared_ref is None
+    steps = fanout(square).iter({"n": 2, "out": []}, executor=ex)
+    assert [next(steps).step, next(steps).step] == [0, 1]
+    paused = ex.runs[1]
+    assert paused._refs and paused._shared_ref is not None  # kept while the run may go on
+    steps.close()  # stopped before its last step
+    assert paused._refs == {} and paused._shared_ref is None
+    ex.shutdown()
+
+
 # -- what node code can use on a worker ------------------------------------------------
 
 
@@ -266,6 +446,29 @@ def double(x: int) -> int:
 
 def calls_a_task(arg: dict[str, int]) -> dict[str, Any]:
     return {"out": [double(arg["i"]).result()]}
+
+
+def runs_a_graph(arg: dict[str, int]) -> dict[str, Any]:
+    get_stream_writer()("before the inner graph")
+
+    @entrypoint()
+    def inner(x: int) -> int:
+        return x + 1
+
+    return {"out": [inner.invoke(arg["i"])]}
+
+
+def test_a_graph_run_inside_a_node_fails_clearly_on_the_worker(executor: Any) -> None:
+    from stepgraph.engine.ray import DriverOnlyError
+
+    chunks = []
+    with pytest.raises(DriverOnlyError, match="graphs run inside a node") as info:
+        for chunk in fanout(runs_a_graph).stream(
+            {"n": 1, "out": []}, executor=executor, stream_mode="custom"
+        ):
+            chunks.append(chunk)
+    assert info.value.node == "work"
+    assert chunks == ["before the inner graph"]  # what it wrote before failing
 
 
 @pytest.mark.parametrize("node", [asks, calls_a_task], ids=["interrupt", "task-call"])
@@ -360,6 +563,43 @@ def test_what_cannot_be_pickled_fails_clearly(executor: Any) -> None:
     assert [o[:2] for o in result["out"]] == [(0, 0), (1, 1)]
     with pytest.raises(DriverOnlyError, match="could not be sent to the workers"):
         fanout(uses_the_runtime).invoke({"n": 1, "out": []}, executor=executor, context=context)
+
+
+def test_an_input_that_cannot_be_pickled_is_named_briefly(executor: Any) -> None:
+    lock = threading.Lock()
+
+    def sends_a_lock(state: State) -> list[Send]:
+        return [Send("work", {"i": 0, "lock": lock})]
+
+    graph = StateGraph(State)
+    graph.add_node("work", square)
+    graph.add_conditional_edges(START, sends_a_lock, ["work"])
+    with pytest.raises(TypeError, match="could not send the input of node 'work'") as info:
+        graph.compile().invoke({"n": 1, "out": []}, executor=executor)
+    message = str(info.value)
+    assert "cannot pickle '_thread.lock' object" in message and "nodes=[...]" in message
+    assert len(message) < 500  # not Ray's serializability report (it stays chained)
+
+
+def returns_a_lock(arg: dict[str, int]) -> dict[str, Any]:
+    return {"out": [threading.Lock()]}
+
+
+def streams_a_lock(arg: dict[str, int]) -> dict[str, Any]:
+    get_stream_writer()(threading.Lock())
+    return {"out": [arg["i"]]}
+
+
+def test_an_output_that_cannot_be_sent_back_says_so(executor: Any) -> None:
+    with pytest.raises(TypeError, match="node 'work' ran on a Ray worker, but its return value"):
+        fanout(returns_a_lock).invoke({"n": 1, "out": []}, executor=executor)
+    with pytest.raises(TypeError, match="but a chunk it wrote to the custom stream") as info:
+        list(
+            fanout(streams_a_lock).stream(
+                {"n": 1, "out": []}, executor=executor, stream_mode="custom"
+            )
+        )
+    assert "cannot pickle '_thread.lock' object" in str(info.value)
 
 
 # -- without Ray -------------------------------------------------------------------
