@@ -28,12 +28,14 @@ Durability modes:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import operator
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -263,7 +265,7 @@ class Persistence:
             except Exception as exc:  # raised by restore(), inside the run, as sync runs do
                 self._loaded = exc
 
-        await asyncio.to_thread(take_and_load)
+        await _in_io_thread(take_and_load)
 
     def _load(self) -> tuple[CheckpointTuple | None, bool]:
         """The checkpoint to continue from, and whether that is replaying an older one."""
@@ -459,7 +461,7 @@ class Persistence:
         (The driver's ``close`` still runs afterwards and finds nothing left to do.)
         """
         if self.offload:
-            await asyncio.to_thread(self.close)
+            await _in_io_thread(self.close)
 
     def close(self) -> None:
         """Store what is held back or in flight, then release the thread."""
@@ -612,22 +614,55 @@ def _reachable(prepared: PreparedPut, blobs: Mapping[str, bytes]) -> dict[str, b
     return out
 
 
-class _Writer:
-    """Stores job batches on one background thread, in order, a transaction per wake-up.
+_pools: dict[str, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
 
-    Jobs that pile up while a commit is running are stored together by the next one:
-    the busier the run, the fewer commits per step.
+
+def _pool(name: str, size: int) -> ThreadPoolExecutor:
+    """A thread pool shared by every run of this process (made on first use)."""
+    pool = _pools.get(name)
+    if pool is None:
+        with _pools_lock:
+            pool = _pools.get(name)
+            if pool is None:
+                pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix=name)
+                _pools[name] = pool
+    return pool
+
+
+def _save_pool() -> ThreadPoolExecutor:
+    """The threads that run every run's background stores."""
+    return _pool("stepgraph-save", 32)
+
+
+async def _in_io_thread(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` (the saver calls of an async run that wait) on a thread of its own pool.
+
+    Not on the event loop's default executor, which runs sync node functions: they
+    would queue behind runs waiting there. Nor on the save pool: a run waiting there
+    for its stores would hold a thread its stores need.
+    """
+    ctx = contextvars.copy_context()
+    pool = _pool("stepgraph-io", 64)
+    return await asyncio.get_running_loop().run_in_executor(pool, ctx.run, fn)
+
+
+class _Writer:
+    """Stores a run's job batches in the background, in order, a transaction per round.
+
+    A round runs on a thread of a pool all runs share, and the rounds of one run never
+    overlap, so its jobs are stored in the order they came. Jobs that pile up while a
+    commit is running are stored together by the next round: the busier the run, the
+    fewer commits per step. No thread is started per run: starting one costs the
+    run's own thread a wait for the new thread to get going.
     """
 
     def __init__(self, saver: BaseCheckpointSaver) -> None:
         self.saver = saver
         self._cond = threading.Condition()
         self._jobs: list[Callable[[], Any]] = []
-        self._busy = False
-        self._closed = False
+        self._busy = False  # a round is scheduled or running
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="stepgraph-save", daemon=True)
-        self._thread.start()
 
     def submit(self, jobs: list[Callable[[], Any]]) -> None:
         with self._cond:
@@ -635,42 +670,42 @@ class _Writer:
                 error, self._error = self._error, None
                 raise error
             self._jobs.extend(jobs)
-            self._cond.notify_all()
+            if self._busy:
+                return  # the round in progress takes them
+            self._busy = True
+        try:
+            _save_pool().submit(self._rounds)
+        except RuntimeError:  # the interpreter is shutting down: store them here
+            self._rounds()
 
     def flush(self) -> None:
         """Wait until everything submitted is stored; raise the first failure."""
+        self.close()
         with self._cond:
-            while self._jobs or self._busy:
-                self._cond.wait()
             if self._error is not None:
                 error, self._error = self._error, None
                 raise error
 
     def close(self) -> None:
+        """Wait until everything submitted is stored."""
         with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        self._thread.join()
+            while self._busy:
+                self._cond.wait()
 
-    def _loop(self) -> None:
+    def _rounds(self) -> None:
         while True:
             with self._cond:
-                while not self._jobs and not self._closed:
-                    self._cond.wait()
-                if not self._jobs:
-                    return
                 jobs, self._jobs = self._jobs, []
-                self._busy = True
+                if not jobs:
+                    self._busy = False
+                    self._cond.notify_all()
+                    return
             try:
                 _run_batch(self.saver, jobs)
             except BaseException as exc:
                 with self._cond:
                     if self._error is None:
                         self._error = exc
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
 
 
 def _task_path(task: Task) -> str:
