@@ -880,3 +880,35 @@ def test_a_run_whose_step_commit_loses_its_connection_stores_each_write_once(
     )
     assert counts[0][1] == counts[1][1]  # no write stored twice
     assert_blobs_exact(admin, saver)
+
+
+@pytest.mark.parametrize("durability", ["sync", "async"])
+def test_a_run_whose_lease_is_taken_over_fails_with_lease_lost(
+    durability: str, saver: PostgresSaver, admin: Admin
+) -> None:
+    # While node b runs, another worker takes the thread over (its lease expired and
+    # was taken). The run's next store is fenced off, in the background or not: the
+    # run fails with LeaseLostError and the thread keeps only what came before.
+    class S(TypedDict):
+        seen: Annotated[list[str], operator.add]
+
+    def b(state: S) -> dict[str, Any]:
+        admin.rows("UPDATE stepgraph_leases SET owner = 'other-host:1:worker'")
+        return {"seen": ["b"]}
+
+    g = StateGraph(S)
+    g.add_node("a", lambda s: {"seen": ["a"]})
+    g.add_node("b", b)
+    g.add_node("c", lambda s: {"seen": ["c"]})
+    g.add_edge(START, "a")
+    g.add_edge("a", "b")
+    g.add_edge("b", "c")
+    app = g.compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": f"taken-{durability}"}}
+    with pytest.raises(LeaseLostError) as info:
+        app.invoke({"seen": []}, cfg, durability=durability)
+    assert info.value.holder == "other-host:1:worker"
+    steps = [t.metadata["step"] for t in saver.list(cfg)]
+    assert all(step <= 1 for step in steps)  # nothing after a's step was stored
+    # (In the background, a's step may not have been stored yet when b ran.)
+    assert app.get_state(cfg).values.get("seen", []) in (["a"], [])
