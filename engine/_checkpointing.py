@@ -229,6 +229,8 @@ class Persistence:
         # Async runs make the saver's calls that wait on storage in a worker thread, so
         # the event loop goes on with other runs meanwhile; not for process memory.
         self.offload = not isinstance(saver, InMemorySaver)
+        # Set by the async driver when it calls ``astore`` after each task and barrier.
+        self.defer_sync = False
         self._loaded: tuple[CheckpointTuple | None, bool] | BaseException | None = None
 
     # -- before the run -----------------------------------------------------------
@@ -247,12 +249,15 @@ class Persistence:
             return
         self.lease = await asyncio.to_thread(self.saver.acquire_thread, self.thread, wait=self.wait)
 
-    async def aopen(self) -> None:
+    async def aopen(self, *, defer_sync: bool = False) -> None:
         """Take the thread and read what ``restore`` needs, for async runs.
 
         With a saver that waits on storage, both happen in one worker thread, so the
-        event loop goes on with other runs meanwhile.
+        event loop goes on with other runs meanwhile. ``defer_sync``: the driver calls
+        ``astore`` after each task and barrier, so that with ``durability="sync"``
+        those stores happen in a worker thread too.
         """
+        self.defer_sync = defer_sync and self.offload and self.durability == "sync"
         if not self.offload:
             await self.aacquire()
             return
@@ -447,7 +452,18 @@ class Persistence:
         if self.lease is not None:
             self.lease.renew()
         self._queue(lambda: saver.commit(prepared))
-        self._flush_queue()
+        self._store_soon()
+
+    def _store_soon(self) -> None:
+        # An async run with durability="sync" stores what is queued with ``astore``,
+        # from a worker thread, before it goes on: not here, on the event loop.
+        if not self.defer_sync:
+            self._flush_queue()
+
+    async def astore(self) -> None:
+        """Store what is queued, off the event loop (async runs, ``durability="sync"``)."""
+        if self._jobs:
+            await _in_io_thread(self._flush_queue)
 
     def flush_step(self) -> None:
         """Store the writes of a step that will not reach its barrier (it failed)."""
@@ -531,7 +547,7 @@ class Persistence:
         if self.step_tasks > 1:
             # Siblings still run: this task's writes must be stored before they end, so a
             # crash now does not run it again. A lone task's writes go with the barrier.
-            self._flush_queue()
+            self._store_soon()
 
     def _queue(self, job: Callable[[], Any]) -> None:
         self._jobs.append(job)

@@ -19,11 +19,14 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._loop import Chunk, RunLoop
 from ._runner import run_async, run_sync
 from ._task import Task
+
+if TYPE_CHECKING:
+    from ._checkpointing import Persistence
 
 
 class _Done:
@@ -175,6 +178,23 @@ async def _aworker(
         put(_Done(task, None))
 
 
+async def _await_step(
+    loop: RunLoop, remaining: int, events: asyncio.Queue[Any], store: Persistence | None
+) -> AsyncIterator[Chunk]:
+    """Hand each finished task and chunk of a superstep to the loop, yielding chunks."""
+    while remaining:
+        item = await events.get()
+        if type(item) is _Done:
+            loop.task_done(item.task, item.error)
+            remaining -= 1
+            if store is not None:
+                await store.astore()  # its writes, while its siblings run
+        else:
+            loop.on_chunk(item)
+        for chunk in _flush(loop):
+            yield chunk
+
+
 async def drive_async(
     loop: RunLoop, input: Any, max_concurrency: int | None
 ) -> AsyncIterator[Chunk]:
@@ -194,11 +214,15 @@ async def drive_async(
     sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
     running: set[asyncio.Task[None]] = set()
     try:
-        if loop.persistence is not None:
+        p = loop.persistence
+        if p is not None:
             # Waiting for the thread and reading its checkpoint happen in worker
             # threads: other runs on this event loop go on meanwhile.
-            await loop.persistence.aopen()
+            await p.aopen(defer_sync=True)
+        store = p if p is not None and p.defer_sync else None
         loop.start(input)
+        if store is not None:
+            await store.astore()  # the input checkpoint
         for chunk in _flush(loop):
             yield chunk
         while tasks := loop.tick():
@@ -206,18 +230,12 @@ async def drive_async(
                 yield chunk
             for task in tasks:
                 running.add(asyncio.create_task(_aworker(task, loop, put, sem)))
-            remaining = len(tasks)
-            while remaining:
-                item = await events.get()
-                if type(item) is _Done:
-                    loop.task_done(item.task, item.error)
-                    remaining -= 1
-                else:
-                    loop.on_chunk(item)
-                for chunk in _flush(loop):
-                    yield chunk
+            async for chunk in _await_step(loop, len(tasks), events, store):
+                yield chunk
             running.clear()
             loop.after_tick()
+            if store is not None:
+                await store.astore()  # the step's checkpoint, before the next step
             for chunk in _flush(loop):
                 yield chunk
         for chunk in _flush(loop):  # a breakpoint's chunk, queued by the last tick

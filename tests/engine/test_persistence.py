@@ -1121,3 +1121,51 @@ def test_an_async_run_reads_and_stores_off_the_event_loop(tmp_path: Any) -> None
         assert asyncio.run(main()) == {"log": ["a"]}
     finally:
         saver.close()
+
+
+def test_an_async_run_with_sync_durability_stores_off_the_event_loop(tmp_path: Any) -> None:
+    # Every store of the run waits for a coroutine on the event loop to let it through;
+    # a store made on the event loop's thread would wait forever (here: fail after 5 s).
+    through = threading.Semaphore(0)
+    stored: list[str] = []
+
+    class Gated(checkpoint_pkg.SqliteSaver):
+        def commit(self, prepared: Any) -> Any:
+            assert through.acquire(timeout=5), "a checkpoint was stored on the event loop"
+            stored.append(prepared.checkpoint_id)
+            return super().commit(prepared)
+
+    class State(TypedDict):
+        log: Annotated[list[str], operator.add]
+
+    graph = StateGraph(State)
+    graph.add_node("a", lambda s: {"log": ["a"]})
+    graph.add_node("b", lambda s: {"log": ["b"]})
+    graph.add_edge(START, "a")
+    graph.add_edge("a", "b")
+    saver = Gated(tmp_path / "gated.db")
+
+    async def main() -> dict[str, Any]:
+        done = asyncio.Event()
+
+        async def let_through() -> None:
+            while not done.is_set():
+                through.release()
+                await asyncio.sleep(0.01)
+
+        run = graph.compile(checkpointer=saver).ainvoke(
+            {"log": []}, {"configurable": {"thread_id": "gated"}}, durability="sync"
+        )
+        opener = asyncio.ensure_future(let_through())
+        try:
+            return await run
+        finally:
+            done.set()
+            await opener
+
+    try:
+        assert asyncio.run(main()) == {"log": ["a", "b"]}
+        history = list(saver.list({"configurable": {"thread_id": "gated"}}))
+        assert len(stored) == len(history) == 4  # the input and three steps
+    finally:
+        saver.close()
