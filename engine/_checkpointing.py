@@ -31,6 +31,7 @@ import asyncio
 import contextvars
 import dataclasses
 import operator
+import os
 import threading
 import time
 import uuid
@@ -632,6 +633,17 @@ def _reachable(prepared: PreparedPut, blobs: Mapping[str, bytes]) -> dict[str, b
 
 _pools: dict[str, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
+
+
+def _forget_pools() -> None:
+    # A forked child has none of its parent's threads: its pools must be made anew,
+    # or work handed to them would wait for threads that do not exist there.
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools)
 
 
 def _pool(name: str, size: int) -> ThreadPoolExecutor:

@@ -12,7 +12,9 @@ import asyncio
 import dataclasses
 import datetime as dt
 import operator
+import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from itertools import pairwise
@@ -1169,3 +1171,40 @@ def test_an_async_run_with_sync_durability_stores_off_the_event_loop(tmp_path: A
         assert len(stored) == len(history) == 4  # the input and three steps
     finally:
         saver.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_stores_in_the_background_too(tmp_path: Any) -> None:
+    # The parent's background store threads do not exist in a forked child; the child
+    # must get threads of its own, not wait forever for the parent's.
+    class State(TypedDict):
+        log: Annotated[list[str], operator.add]
+
+    graph = StateGraph(State)
+    graph.add_node("a", lambda s: {"log": ["a"]})
+    graph.add_edge(START, "a")
+
+    def run(name: str) -> dict[str, Any]:
+        with checkpoint_pkg.SqliteSaver(tmp_path / f"{name}.db") as saver:
+            return graph.compile(checkpointer=saver).invoke(
+                {"log": []}, {"configurable": {"thread_id": name}}, durability="async"
+            )
+
+    assert run("parent") == {"log": ["a"]}  # the parent's store threads exist now
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 if its run stored and returned
+        code = 1
+        try:
+            code = 0 if run("child") == {"log": ["a"]} else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's run never finished storing")
