@@ -22,9 +22,12 @@ of ``@task`` functions, running a graph inside the node) raises ``DriverOnlyErro
 keep such nodes in the driver with ``RayExecutor(nodes=[...])`` naming only the
 nodes to ship.
 
-A run that ends early (a stream left with ``break``, Ctrl-C, an error) cancels
-its Ray tasks that have not finished; so does ``shutdown(cancel_futures=True)`` for
-every run: their tasks fail with ``ExecutorClosedError``.
+A run that ends early (a stream left with ``break``, Ctrl-C, an error) sends no more
+tasks and stops waiting for those on Ray; so does ``shutdown(cancel_futures=True)``
+for every run: their tasks fail with ``ExecutorClosedError``. Tasks already on Ray are
+not cancelled: they run to their end there and their results are dropped, because
+Ray (2.60 included) can crash the driver process when a task is cancelled just as
+it completes (ray-project/ray#54846).
 
 Ray moves functions, inputs and results between processes with (cloud)pickle. That
 is transport between processes you run, not storage: what a run saves still goes
@@ -46,6 +49,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 try:
     import ray
     from ray.exceptions import (
+        GetTimeoutError,
         RaySystemError,
         RayTaskError,
         TaskCancelledError,
@@ -107,11 +111,12 @@ def _rebuild_driver_only(message: str, node: str) -> DriverOnlyError:
 
 
 class ExecutorClosedError(GraphRunError):
-    """A task did not run, or was cancelled, because its run or its executor was closed.
+    """A task did not run, or was given up, because its run or its executor was closed.
 
     Raised for the tasks of a run that ends early (a stream left with ``break``,
     Ctrl-C, an error in the driver): those not yet sent to Ray are not sent, those
-    waiting or running on Ray are cancelled. Raised for every task of every run when the
+    waiting or running on Ray are no longer waited for (they finish on Ray, and their
+    results are dropped). Raised for every task of every run when the
     ``RayExecutor`` is shut down with ``cancel_futures=True`` (or stops the Ray it
     started without waiting), and for a run, or ``submit()``, that uses an executor
     already shut down. Not retried by the default retry policy (a ``RuntimeError``).
@@ -402,7 +407,7 @@ class RayExecutor(Executor):
         self._sending = 0  # threads between the check for shutdown and their task's ref
         self._in_flight: set[Any] = set()
         self._closed = False  # shut down: no new runs, submissions or tasks
-        self._cancelled = False  # ... and no task at all; what is on Ray is cancelled
+        self._cancelled = False  # ... and no task at all; what is on Ray is given up
 
     def __repr__(self) -> str:
         nodes = "all" if self._nodes is None else list(self._nodes)
@@ -426,15 +431,16 @@ class RayExecutor(Executor):
         Tasks already handed to the executor finish, and ``wait`` waits for them. A
         run that goes on using the executor fails at its next superstep with
         ``ExecutorClosedError``. With ``cancel_futures=True``, the tasks not yet sent
-        to Ray fail with ``ExecutorClosedError`` instead, and those on Ray are
-        cancelled (a running one gets ``KeyboardInterrupt`` at its next Python
-        instruction) and fail with it too, so every run using the executor ends.
+        to Ray fail with ``ExecutorClosedError`` instead, and those on Ray are given
+        up and fail with it too (within a tenth of a second), so every run using the
+        executor ends. The given-up tasks run to their end on Ray: cancelling them
+        can crash the driver (ray-project/ray#54846).
 
         Ray that this executor started is stopped (``ray.shutdown()``) after that,
         once the tasks on Ray are done (a run's task that its driver thread sends
         itself, too); a Ray that was running before is left running. ``wait=False``
-        with Ray to stop cancels as ``cancel_futures=True`` does: Ray does not outlive
-        the call.
+        with Ray to stop gives up tasks as ``cancel_futures=True`` does: Ray does not
+        outlive the call.
         """
         stop_ray, self._owns_ray = self._owns_ray, False
         with self._lock:
@@ -443,15 +449,14 @@ class RayExecutor(Executor):
                 self._cancelled = True
             while self._sending:  # a task being sent now gets its ref first
                 self._idle.wait()
-            refs = list(self._in_flight) if self._cancelled else []
-        for ref in refs:
-            _cancel(ref)
         self._pool.shutdown(wait=wait)
         if stop_ray:
             with self._lock:
-                self._cancelled = True  # nothing is sent any more
-                while wait and self._in_flight:  # none waits on a Ray that is gone
+                while wait and self._in_flight:  # tasks the drivers' own threads sent
                     self._idle.wait()
+                self._cancelled = True  # nothing is sent any more
+                while self._in_flight:  # none waits on a Ray that is gone (a given-up
+                    self._idle.wait()  # task stops waiting within _POLL seconds)
             ray.shutdown()
 
     # -- the hook the sync drivers call once per run -----------------------------------
@@ -503,10 +508,9 @@ def _mark_thread(token: object) -> None:
     _threads.executor = token
 
 
-def _cancel(ref: Any) -> None:
-    # A task still queued on Ray never starts; a running one gets KeyboardInterrupt.
-    with contextlib.suppress(Exception):  # it finished meanwhile, or Ray is gone
-        ray.cancel(ref)
+# How often a thread waiting for a task's result checks whether its run, or the
+# executor, gave the task up.
+_POLL = 0.1
 
 
 def _check_options(options: Mapping[str, Any]) -> None:
@@ -536,7 +540,7 @@ class _RayRun:
 
     What every task of the run shares is put in Ray's object store once: each shipped
     node's function (with its metadata and tags) and the run's config and context.
-    The drivers call ``close()`` when the run ends, however it ends: it cancels the
+    The drivers call ``close()`` when the run ends, however it ends: it gives up the
     run's tasks still on Ray and lets the object store drop what the run put there.
     """
 
@@ -576,7 +580,7 @@ class _RayRun:
         remote = executor._remote_for.get(task.name, executor._remote)
         ref = self._send(task, remote, info)
         try:
-            output, chunks = ray.cloudpickle.loads(ray.get(ref))
+            output, chunks = ray.cloudpickle.loads(self._result(ref, task.name))
         except TaskCancelledError as err:
             if self._stopping():
                 raise self._cancelled_error(task.name) from err
@@ -611,18 +615,28 @@ class _RayRun:
         return output
 
     def close(self) -> None:
-        """The run ended: send no more tasks, cancel those on Ray, drop the shared refs."""
+        """The run ended: send no more tasks, give up those on Ray, drop the shared refs."""
         executor = self.executor
         with executor._lock:
             self._closed = True
-            refs = list(self._in_flight)
-        for ref in refs:
-            _cancel(ref)
         with self._lock:
             self._refs.clear()
             self._shared_ref = None
 
     # -- sending a task ----------------------------------------------------------------
+
+    def _result(self, ref: Any, name: str) -> Any:
+        """The task's result; given up (ExecutorClosedError) if the run or executor closes.
+
+        Never ``ray.cancel``: cancelling a task just as it completes can crash the
+        driver process (ray-project/ray#54846). A given-up task runs to its end.
+        """
+        while True:
+            try:
+                return ray.get(ref, timeout=_POLL)
+            except GetTimeoutError:
+                if self._stopping():
+                    raise self._cancelled_error(name) from None
 
     def _stopping(self) -> bool:
         return self._closed or self.executor._cancelled
@@ -655,11 +669,13 @@ class _RayRun:
             "stopped the Ray it had started)"
         )
         return ExecutorClosedError(
-            f"node {name!r} was cancelled on Ray: {why} before the task finished", node=name
+            f"node {name!r} was given up on Ray: {why} before the task finished (it runs "
+            "to its end there; its result is dropped)",
+            node=name,
         )
 
     def _send(self, task: Task, remote: Any, info: _TaskInfo) -> Any:
-        """Start the task's Ray task; its ref is in flight (cancellable) when this returns.
+        """Start the task's Ray task; its ref is in flight when this returns.
 
         ``shutdown`` waits for the threads between the check and the ref: Ray must not
         stop (and ``remote()``/``put()`` start a new one) under them.
@@ -690,9 +706,6 @@ class _RayRun:
                 if ref is not None:
                     self._in_flight.add(ref)
                     executor._in_flight.add(ref)
-                cancel = self._stopping()
-        if cancel:  # closed while it was being sent: close() did not see its ref
-            _cancel(ref)
         return ref
 
     def _node_ref(self, node: NodeSpec) -> Any:

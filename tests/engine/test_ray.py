@@ -300,7 +300,7 @@ def test_the_chunks_of_a_failed_attempt_reach_the_stream(executor: Any) -> None:
 
 
 def waits(arg: dict[str, Any]) -> dict[str, Any]:
-    """Marks that it started, then waits (in short sleeps: a cancel ends it promptly)."""
+    """Marks that it started, then waits."""
     folder = Path(arg["folder"])
     (folder / f"started-{arg['i']}").touch()
     deadline = time.monotonic() + arg["secs"]
@@ -331,7 +331,7 @@ def test_shutdown_with_cancel_futures_ends_the_runs_using_the_executor(
     from stepgraph.engine.ray import ExecutorClosedError
 
     ex = recording(max_in_flight=2)
-    graph = waiting_fanout(tmp_path, secs=20, retry_policy=RetryPolicy(initial_interval=0.01))
+    graph = waiting_fanout(tmp_path, secs=4, retry_policy=RetryPolicy(initial_interval=0.01))
     outcome: list[BaseException] = []
 
     def run() -> None:
@@ -349,7 +349,7 @@ def test_shutdown_with_cancel_futures_ends_the_runs_using_the_executor(
     ex.shutdown(cancel_futures=True)  # two tasks on Ray, four waiting for a thread
     runner.join(timeout=30)
     assert not runner.is_alive()  # the run ended; it used to wait forever
-    assert time.monotonic() - t0 < 10  # the running tasks were cancelled, not awaited
+    assert time.monotonic() - t0 < 3  # the running tasks were given up, not awaited
     assert started(tmp_path) <= 3  # two CPUs; the four waiting for a thread never went to Ray
     (group,) = outcome  # every task of the step failed
     assert isinstance(group, ExceptionGroup) and len(group.exceptions) == 6
@@ -359,7 +359,7 @@ def test_shutdown_with_cancel_futures_ends_the_runs_using_the_executor(
         assert any("was not retried" in note for note in error.__notes__)  # default policy
     # Sent to Ray (two running, and the driver's own, queued there), or never sent.
     messages = [str(e).split(":")[0] for e in group.exceptions]
-    assert messages.count("node 'work' was cancelled on Ray") >= 2
+    assert messages.count("node 'work' was given up on Ray") >= 2
     assert messages.count("node 'work' was not run") >= 3
     assert ex._in_flight == set() and ex.runs[0]._refs == {}
     with pytest.raises(ExecutorClosedError, match="was shut down; make a new one"):
@@ -381,7 +381,7 @@ def test_a_run_still_using_an_executor_after_shutdown_fails_clearly(executor: An
             pass
 
 
-def test_leaving_a_stream_early_cancels_the_runs_ray_tasks(executor: Any, tmp_path: Path) -> None:
+def test_leaving_a_stream_early_gives_up_the_runs_ray_tasks(executor: Any, tmp_path: Path) -> None:
     ex = recording(max_in_flight=2)
     graph = waiting_fanout(tmp_path, secs=0.5)
     for chunk in graph.stream({"n": 10, "out": []}, executor=ex, stream_mode="updates"):
