@@ -110,12 +110,14 @@ def file_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
 
-def one_run(api: Api, saver: Any, n: int) -> tuple[float, Any]:
+def one_run(api: Api, saver: Any, n: int, durability: str | None = None) -> tuple[float, Any]:
+    """One timed run of the append loop (``durability``: the engine's default if None)."""
     graph = build_append(api, n, saver)
     config = {"recursion_limit": n + 10, "configurable": {"thread_id": uuid.uuid4().hex}}
+    kwargs = {} if durability is None else {"durability": durability}
     gc.collect()
     start = time.perf_counter()
-    out = graph.invoke({"items": [], "n": n}, config)
+    out = graph.invoke({"items": [], "n": n}, config, **kwargs)
     elapsed = time.perf_counter() - start
     if len(out["items"]) != n:
         raise AssertionError(f"{api.name}: {len(out['items'])} items, expected {n}")

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import multiprocessing
 import os
 import platform
@@ -52,7 +51,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
-from .checkpoints import build_append, close_saver, git_revision, langgraph_savers
+from .checkpoints import (
+    close_saver,
+    git_revision,
+    langgraph_savers,
+    one_run,
+    stepgraph_savers,
+)
 from .engines import LANGGRAPH, STEPGRAPH, Api, Unavailable, load_langgraph, load_stepgraph
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -304,31 +309,14 @@ def report_async(
 # -- cost per superstep -------------------------------------------------------------------
 
 
-def append_run(api: Api, saver: Any, n: int, durability: str | None) -> float:
-    graph = build_append(api, n, saver)
-    config = {"recursion_limit": n + 10, "configurable": {"thread_id": uuid.uuid4().hex}}
-    kwargs = {} if durability is None else {"durability": durability}
-    gc.collect()
-    start = time.perf_counter()
-    out = graph.invoke({"items": [], "n": n}, config, **kwargs)
-    elapsed = time.perf_counter() - start
-    if len(out["items"]) != n:
-        raise AssertionError(f"{api.name}: {len(out['items'])} items, expected {n}")
-    return elapsed
-
-
 @contextmanager
 def local_saver(engine: str, kind: str, tmp: Path) -> Iterator[Any]:
     if kind == "none":
         yield None
         return
     path = tmp / f"{engine}-{uuid.uuid4().hex}.db"
-    if engine == STEPGRAPH:
-        from stepgraph.checkpoint import SqliteSaver
-
-        saver: Any = SqliteSaver(path)
-    else:
-        saver = langgraph_savers()["sqlite"](path)
+    savers = stepgraph_savers() if engine == STEPGRAPH else langgraph_savers()
+    saver = savers[kind](path)
     try:
         yield saver
     finally:
@@ -365,8 +353,8 @@ def step_costs(
                     mode = None if kind == "none" else durability
                     # A short run first, so that connections are open and statements
                     # prepared before the timed one (a long-lived worker's state).
-                    append_run(apis[engine], saver, 3, mode)
-                    elapsed = append_run(apis[engine], saver, n, mode)
+                    one_run(apis[engine], saver, 3, mode)
+                    elapsed, _ = one_run(apis[engine], saver, n, mode)
                 if r:
                     samples[(engine, kind, durability)].append(elapsed)
     return {key: statistics.median(vals) for key, vals in samples.items()}

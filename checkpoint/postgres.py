@@ -7,8 +7,8 @@ How it uses PostgreSQL, and why:
 * One connection pool per saver (psycopg-pool): its size, the wait for a free
   connection, idle and lifetime limits and an optional health check on checkout
   are all settings. Every call borrows a connection for one transaction and gives
-  it back, so many threads and asyncio tasks of one process share a few connections and no
-  call waits behind a saver-wide lock.
+  it back, so many threads and asyncio tasks of one process share a few connections
+  and no call waits behind a saver-wide lock.
 * A dropped connection (server restart, idle timeout, a pooler closing it, a network
   blip) is retried on a fresh connection, for reads and for writes alike: every write
   is idempotent (blobs are content-addressed and inserted once, a task's ordinary
@@ -324,13 +324,8 @@ class PostgresSaver(StoredSaver):
         delay = self.retry_backoff
         tries = 0
         while True:
-            if self._closed:
-                raise RuntimeError(
-                    f"{self!r} is closed; open a new PostgresSaver (or keep using it inside "
-                    "its `with` block)"
-                )
             try:
-                return work()
+                return work()  # a closed saver raises there (_transaction)
             except psycopg.OperationalError as exc:
                 if not _retryable(exc) or tries >= self.retries:
                     if tries:

@@ -234,17 +234,11 @@ def _open_postgres(url: str) -> BaseCheckpointSaver:
         from stepgraph.checkpoint.postgres import PostgresSaver
     except ImportError as exc:
         raise CliError(ExitCode.BAD_INPUT, one_line(exc), None) from exc
-    base, _, query = url.partition("?")
-    params = [p for p in query.split("&") if p]
-    schema = "public"
-    rest = []
-    for p in params:
-        key, _, value = p.partition("=")
-        if key == "schema":
-            schema = urllib.parse.unquote(value)
-        else:
-            rest.append(p)
-    conninfo = base + ("?" + "&".join(rest) if rest else "")
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((value for key, value in query if key == "schema"), "public")
+    rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "schema"])
+    conninfo = urllib.parse.urlunsplit(parts._replace(query=rest))
     try:
         return PostgresSaver(conninfo, schema=schema, timeout=10)
     except Exception as exc:

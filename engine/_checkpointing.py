@@ -241,15 +241,6 @@ class Persistence:
             return  # a subgraph runs inside its parent's lease
         self.lease = self.saver.acquire_thread(self.thread, wait=self.wait)
 
-    async def aacquire(self) -> None:
-        """``acquire`` for async runs: waiting for the thread never blocks the event loop."""
-        if self.ns:
-            return
-        if not self.wait and not self.offload:
-            self.acquire()  # no waiting, no storage to wait for: one quick attempt
-            return
-        self.lease = await asyncio.to_thread(self.saver.acquire_thread, self.thread, wait=self.wait)
-
     async def aopen(self, *, defer_sync: bool = False) -> None:
         """Take the thread and read what ``restore`` needs, for async runs.
 
@@ -259,13 +250,15 @@ class Persistence:
         those stores happen in a worker thread too.
         """
         self.defer_sync = defer_sync and self.offload and self.durability == "sync"
-        if not self.offload:
-            await self.aacquire()
+        if not self.offload:  # process memory: only waiting for the thread takes time
+            if self.wait:
+                await asyncio.to_thread(self.acquire)
+            else:
+                self.acquire()
             return
 
         def take_and_load() -> None:
-            if not self.ns:  # a subgraph runs inside its parent's lease
-                self.lease = self.saver.acquire_thread(self.thread, wait=self.wait)
+            self.acquire()
             try:
                 self._loaded = self._load()
             except Exception as exc:  # raised by restore(), inside the run, as sync runs do
@@ -490,7 +483,7 @@ class Persistence:
                 self._writer.flush()
         finally:
             if self._writer is not None:
-                self._writer.close()
+                self._writer.wait()
                 self._writer = None
             if self.lease is not None:
                 self.lease.release()
@@ -708,13 +701,13 @@ class _Writer:
 
     def flush(self) -> None:
         """Wait until everything submitted is stored; raise the first failure."""
-        self.close()
+        self.wait()
         with self._cond:
             if self._error is not None:
                 error, self._error = self._error, None
                 raise error
 
-    def close(self) -> None:
+    def wait(self) -> None:
         """Wait until everything submitted is stored."""
         with self._cond:
             while self._busy:

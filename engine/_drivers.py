@@ -240,8 +240,8 @@ async def drive_async(
                 yield chunk
         for chunk in _flush(loop):  # a breakpoint's chunk, queued by the last tick
             yield chunk
-        if loop.persistence is not None:
-            await loop.persistence.aclose()  # the last stores, off the event loop
+        if p is not None:
+            await p.aclose()  # the last stores, off the event loop
     finally:
         for pending in running:
             pending.cancel()

@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stepgraph.checkpoint import BaseCheckpointSaver
 from stepgraph.checkpoint._model import ERROR, INTERRUPT, RESUME
@@ -485,43 +485,43 @@ class RunLoop:
 
     def task_config(self, task: Task) -> dict[str, Any]:
         """The config a task sees through ``get_config()`` or a ``config`` parameter."""
-        node = task.node
-        return task_config(
-            self.config,
-            self.limit,
-            name=task.name,
-            step=task.step,
-            triggers=task.triggers,
-            path=task.path,
-            namespace=task.namespace,
-            metadata=node.metadata,
-            tags=node.tags,
-        )
+        return task_config(self.config, self.limit, task, task.node.metadata, task.node.tags)
+
+
+class TaskFields(Protocol):
+    """What ``task_config`` reads of a task: a `Task`, or its copy sent to a worker."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def triggers(self) -> tuple[str, ...]: ...
+    @property
+    def path(self) -> tuple[Any, ...]: ...
+    @property
+    def namespace(self) -> str: ...
 
 
 def task_config(
     base: dict[str, Any],
     limit: int,
-    *,
-    name: str,
-    step: int,
-    triggers: tuple[str, ...],
-    path: tuple[Any, ...],
-    namespace: str,
+    task: TaskFields,
     metadata: Mapping[str, Any],
     tags: Sequence[str],
 ) -> dict[str, Any]:
-    """A task's config from its run's config and the task's own fields.
+    """A task's config from its run's config, the task's fields and its node's.
 
-    A function of plain values, so that a node running in another process (on a Ray
-    worker) can be given the same config as one running here.
+    Plain values only, so that a node running in another process (on a Ray worker)
+    can be given the same config as one running here.
     """
+    name, path, namespace = task.name, task.path, task.namespace
     meta = {
         **base.get("metadata", {}),
         **metadata,
-        "langgraph_step": step,
+        "langgraph_step": task.step,
         "langgraph_node": name,
-        "langgraph_triggers": triggers,
+        "langgraph_triggers": task.triggers,
         "langgraph_path": (
             ("__pregel_pull", name) if path[0] == 0 else ("__pregel_push", path[1], False)
         ),

@@ -52,7 +52,6 @@ try:
         GetTimeoutError,
         RaySystemError,
         RayTaskError,
-        TaskCancelledError,
         WorkerCrashedError,
     )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -80,6 +79,10 @@ _REFUSED_OPTIONS = {
     "retry_policy=RetryPolicy(...))): the driver counts and streams those attempts",
     "num_returns": "a node's task returns one value",
 }
+# The way out of every "cannot be shipped" error.
+_KEEP_IN_DRIVER = (
+    "keep the node in the driver: RayExecutor(nodes=[...]) naming only the nodes to ship"
+)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -193,8 +196,7 @@ class _WorkerContext:
             raise DriverOnlyError(
                 f"node {self.info.name!r} runs on a Ray worker and asked for {what}, but the "
                 f"run's config and context could not be sent to the workers "
-                f"({shared.reason}); make them picklable, or keep the node in the driver: "
-                "RayExecutor(nodes=[...]) naming only the nodes to ship",
+                f"({shared.reason}); make them picklable, or {_KEEP_IN_DRIVER}",
                 node=self.info.name,
             )
         return shared
@@ -202,18 +204,7 @@ class _WorkerContext:
     @property
     def config(self) -> dict[str, Any]:
         shared = self._shared("its config")
-        info = self.info
-        return task_config(
-            shared.config,
-            shared.limit,
-            name=info.name,
-            step=info.step,
-            triggers=info.triggers,
-            path=info.path,
-            namespace=info.namespace,
-            metadata=self.metadata,
-            tags=self.tags,
-        )
+        return task_config(shared.config, shared.limit, self.info, self.metadata, self.tags)
 
     def runtime(self) -> Runtime[Any]:
         info = self.info
@@ -235,21 +226,10 @@ class _WorkerContext:
             node=name,
         )
 
-    @property
-    def task(self) -> Any:
+    def _refuse(self) -> Any:
         raise self._driver_only()
 
-    @property
-    def run(self) -> Any:
-        raise self._driver_only()
-
-    @property
-    def scratch(self) -> Any:
-        raise self._driver_only()
-
-    @property
-    def calls(self) -> Any:
-        raise self._driver_only()
+    task = run = scratch = calls = property(_refuse)
 
 
 # An error raised on a worker carries the custom chunks its attempt wrote (the driver
@@ -304,8 +284,7 @@ def _unsendable(node: str, output: Any, exc: Exception) -> TypeError:
     return TypeError(
         f"node {node!r} ran on a Ray worker, but {what} could not be sent back to the "
         f"driver ({_summary(exc)}); return only picklable values (no locks, open files, "
-        "connections or generators), or keep the node in the driver: "
-        "RayExecutor(nodes=[...]) naming only the nodes to ship"
+        f"connections or generators), or {_KEEP_IN_DRIVER}"
     )
 
 
@@ -546,7 +525,6 @@ class _RayRun:
 
     __slots__ = (
         "_closed",
-        "_in_flight",
         "_lock",
         "_nodes",
         "_refs",
@@ -562,7 +540,6 @@ class _RayRun:
         self._refs: dict[str, Any] = {}
         self._shared_ref: Any = None
         self._lock = threading.Lock()
-        self._in_flight: set[Any] = set()  # guarded by the executor's lock
         self._closed = False
 
     def __call__(self, task: Task) -> Any:
@@ -581,10 +558,6 @@ class _RayRun:
         ref = self._send(task, remote, info)
         try:
             output, chunks = ray.cloudpickle.loads(self._result(ref, task.name))
-        except TaskCancelledError as err:
-            if self._stopping():
-                raise self._cancelled_error(task.name) from err
-            raise
         except RayTaskError as err:
             error = _unwrap(err, task.name)
             chunks = error.__dict__.pop(_CHUNKS, None)
@@ -605,7 +578,6 @@ class _RayRun:
             raise
         finally:
             with executor._lock:
-                self._in_flight.discard(ref)
                 executor._in_flight.discard(ref)
                 if not executor._in_flight:
                     executor._idle.notify_all()
@@ -695,8 +667,7 @@ class _RayRun:
                 raise TypeError(
                     f"could not send the input of node {task.name!r} to a Ray worker "
                     f"({_summary(exc)}); make it picklable (plain data, no locks, open "
-                    "files, connections or generators), or keep the node in the driver: "
-                    "RayExecutor(nodes=[...]) naming only the nodes to ship"
+                    f"files, connections or generators), or {_KEEP_IN_DRIVER}"
                 ) from exc
         finally:
             with executor._lock:
@@ -704,7 +675,6 @@ class _RayRun:
                 if not executor._sending:
                     executor._idle.notify_all()
                 if ref is not None:
-                    self._in_flight.add(ref)
                     executor._in_flight.add(ref)
         return ref
 
@@ -723,8 +693,7 @@ class _RayRun:
                             f"the function of node {node.name!r} cannot be sent to Ray "
                             f"workers ({_summary(exc)}); make it picklable (a "
                             "module-level function, no locks or open files in its closure), "
-                            "or keep the node in the driver: RayExecutor(nodes=[...]) naming "
-                            "only the nodes to ship"
+                            f"or {_KEEP_IN_DRIVER}"
                         ) from exc
                     self._refs[node.name] = ref
         return ref

@@ -390,7 +390,7 @@ def test_leaving_a_stream_early_gives_up_the_runs_ray_tasks(executor: Any, tmp_p
     ex.shutdown()  # waits for its threads: those still holding a task would run it
     assert started(tmp_path) <= 4  # all 10 ran before
     (run,) = ex.runs
-    assert run._in_flight == set() and run._refs == {} and run._shared_ref is None
+    assert run._refs == {} and run._shared_ref is None
 
 
 def test_a_run_lets_go_of_its_object_store_refs_however_it_ends(
